@@ -1,0 +1,109 @@
+"""tractor_reg: tractor-style actor discovery with a pluggable, durable registry.
+
+Code written against ``tractor``'s discovery API runs with ``import tractor_reg as tractor``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from ._actor import Actor
+from ._addr import (
+    Address,
+    TCPAddress,
+    UDSAddress,
+    default_registry_addr,
+    format_address,
+    parse_address,
+    prefer_addr,
+    unwrap_address,
+    wrap_address,
+)
+from ._discovery import find_actor, get_registry, query_actor, wait_for_actor
+from ._exceptions import (
+    ActorCrashed,
+    ActorNotFound,
+    AddressError,
+    BackendClosed,
+    BackendError,
+    BackendURLError,
+    FrameTooLarge,
+    HandshakeError,
+    InvalidRequest,
+    NoRuntime,
+    PermissionDenied,
+    ProtocolError,
+    RegistryError,
+    RegistryUnavailable,
+    RemoteActorError,
+    RPCNotAllowed,
+    RuntimeBootError,
+    TractorRegError,
+    TransportClosed,
+)
+from ._ipc import Aid, Channel
+from ._portal import LocalPortal, Portal
+from ._registrar import Registrar
+from ._root import open_root_actor
+from ._spawn import ActorNursery, open_nursery
+from ._state import current_actor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Actor",
+    "ActorCrashed",
+    "ActorNotFound",
+    "ActorNursery",
+    "Address",
+    "AddressError",
+    "Aid",
+    "BackendClosed",
+    "BackendError",
+    "BackendURLError",
+    "Channel",
+    "FrameTooLarge",
+    "HandshakeError",
+    "InvalidRequest",
+    "LocalPortal",
+    "NoRuntime",
+    "PermissionDenied",
+    "Portal",
+    "ProtocolError",
+    "RPCNotAllowed",
+    "Registrar",
+    "RegistryError",
+    "RegistryUnavailable",
+    "RemoteActorError",
+    "RuntimeBootError",
+    "TCPAddress",
+    "TractorRegError",
+    "TransportClosed",
+    "UDSAddress",
+    "current_actor",
+    "default_registry_addr",
+    "find_actor",
+    "format_address",
+    "get_registry",
+    "open_nursery",
+    "open_root_actor",
+    "parse_address",
+    "prefer_addr",
+    "query_actor",
+    "unwrap_address",
+    "wait_for_actor",
+    "wrap_address",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # ``Arbiter`` is the pre-0.1.0a6 name of the registrar; keep it importable, loudly.
+    if name == "Arbiter":
+        warnings.warn(
+            "tractor_reg.Arbiter is deprecated; use tractor_reg.Registrar",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return Registrar
+    raise AttributeError(f"module 'tractor_reg' has no attribute {name!r}")

@@ -1,0 +1,555 @@
+"""The actor: an IPC server, a table of connected peers and an RPC dispatcher."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import os
+import runpy
+import sys
+import traceback
+import types
+import uuid as uuidlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
+
+import msgspec
+import trio
+
+from . import _state
+from ._addr import Address, UDSAddress, unwrap_address, wrap_address
+from ._exceptions import (
+    HandshakeError,
+    ProtocolError,
+    RemoteActorError,
+    RPCNotAllowed,
+    RuntimeBootError,
+    TransportClosed,
+)
+from ._ipc import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_FRAME_SIZE,
+    Aid,
+    Channel,
+    open_listener,
+    open_stream,
+)
+from ._msg import Call, CancelCall, Error, Handshake, Return
+from ._portal import LocalPortal, Portal
+from ._util import collapse_eg
+
+log = logging.getLogger("tractor_reg.actor")
+
+#: Default registration lease (seconds) and renew interval: a dead actor vanishes from
+#: lookups within 30 s even if nobody reports it, at one tiny RPC per 10 s per actor.
+DEFAULT_LEASE_TTL = 30.0
+DEFAULT_RENEW_INTERVAL = 10.0
+
+#: Errors that mean "that peer cannot be reached / talked to right now".
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    TransportClosed,
+    HandshakeError,
+    ProtocolError,
+)
+
+
+class Actor:
+    """A process-level participant in an actor tree.
+
+    Attributes:
+        name, uuid, uid: identity; ``uid == (name, uuid)``.
+        accept_addrs: the addresses this actor accepts connections on (after binding).
+        reg_addrs: the registry addresses this actor registers with.
+        enable_modules: modules whose functions peers may call.
+    """
+
+    is_registrar: ClassVar[bool] = False
+    #: Methods peers may call through ``run_from_ns('self', ...)``.
+    SELF_ENDPOINTS: ClassVar[frozenset[str]] = frozenset({"cancel", "ping"})
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        uuid: str | None = None,
+        enable_modules: Sequence[str] = (),
+        reg_addrs: Sequence[Address] = (),
+        bind_addrs: Sequence[Address] = (),
+        parent_addr: Address | None = None,
+        main_path: str | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
+        renew_interval: float | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"actor name must be a non-empty str, got {name!r}")
+        if lease_ttl <= 0:
+            raise ValueError("lease_ttl must be > 0")
+        renew = lease_ttl / 3 if renew_interval is None else renew_interval
+        if not 0 < renew < lease_ttl:
+            raise ValueError("renew_interval must be > 0 and shorter than lease_ttl")
+        self.name = name
+        self.uuid = uuid or str(uuidlib.uuid4())
+        self.pid = os.getpid()
+        self.enable_modules = list(enable_modules)
+        self.reg_addrs: list[Address] = list(reg_addrs)
+        self.bind_addrs: list[Address] = list(bind_addrs)
+        self.accept_addrs: list[Address] = []
+        self.parent_addr = parent_addr
+        self.main_path = main_path
+        self.max_frame_size = max_frame_size
+        self.handshake_timeout = handshake_timeout
+        self.connect_timeout = connect_timeout
+        self.lease_ttl = lease_ttl
+        self.renew_interval = renew
+
+        self._modules: dict[str, types.ModuleType] = {}
+        self._peers: dict[tuple[str, str], list[Channel]] = {}
+        self._dialled: dict[Address, Channel] = {}
+        self._dial_locks: dict[Address, trio.Lock] = {}
+        self._calls: dict[Channel, dict[int, trio.CancelScope]] = {}
+        self._child_waiters: dict[str, tuple[trio.Event, list[Channel]]] = {}
+        self._listeners: list[trio.SocketListener] = []
+        self._serve_scope = trio.CancelScope()
+        self._service: trio.Nursery | None = None
+        self._root_scope: trio.CancelScope | None = None
+        self._registered_with: Address | None = None
+        self._parent_chan: Channel | None = None
+        self.cancel_called = trio.Event()
+        self.peer_connected = trio.Event()
+
+    # -- identity ------------------------------------------------------------------------
+
+    @property
+    def uid(self) -> tuple[str, str]:
+        return (self.name, self.uuid)
+
+    @property
+    def aid(self) -> Aid:
+        return Aid(self.name, self.uuid, self.pid, self.is_registrar, tuple(self.accept_addrs))
+
+    def _hello(self) -> Handshake:
+        return Handshake(
+            name=self.name,
+            uuid=self.uuid,
+            pid=self.pid,
+            is_registrar=self.is_registrar,
+            accept_addrs=[unwrap_address(a) for a in self.accept_addrs],
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self.uuid[:8]} addrs={self.accept_addrs}>"
+
+    # -- modules -------------------------------------------------------------------------
+
+    def _load_modules(self) -> None:
+        for modname in self.enable_modules:
+            if modname in self._modules:
+                continue
+            if modname in ("__main__", "__mp_main__"):
+                self._modules["__main__"] = self._main_module()
+                self._modules["__mp_main__"] = self._modules["__main__"]
+                continue
+            self._modules[modname] = importlib.import_module(modname)
+
+    def _main_module(self) -> types.ModuleType:
+        """The parent's script, loaded under ``__mp_main__`` so its guard does not run."""
+        main = sys.modules.get("__main__")
+        if self.main_path is None:
+            if main is None:
+                raise RuntimeBootError("no __main__ module to enable")
+            return main
+        existing = sys.modules.get("__mp_main__")
+        if existing is not None and getattr(existing, "__file__", None) == self.main_path:
+            return existing
+        module = types.ModuleType("__mp_main__")
+        module.__file__ = self.main_path
+        sys.modules["__mp_main__"] = module
+        namespace = runpy.run_path(self.main_path, run_name="__mp_main__")
+        module.__dict__.update(namespace)
+        return module
+
+    def resolve_rpc(self, ns: str, func: str) -> Callable[..., Any]:
+        """The callable a peer's ``Call(ns, func)`` names, or :class:`RPCNotAllowed`."""
+        if ns == "self":
+            if func not in self.SELF_ENDPOINTS:
+                raise RPCNotAllowed(
+                    f"{type(self).__name__} {self.name!r} exposes no endpoint {func!r}; "
+                    f"it exposes {sorted(self.SELF_ENDPOINTS)}"
+                )
+            method: Callable[..., Any] = getattr(self, func)
+            return method
+        module = self._modules.get(ns)
+        if module is None:
+            raise RPCNotAllowed(
+                f"module {ns!r} is not enabled in actor {self.name!r} "
+                f"(enable_modules={self.enable_modules})"
+            )
+        fn = getattr(module, func, None)
+        if not (inspect.isfunction(fn) or inspect.isbuiltin(fn)):
+            raise RPCNotAllowed(f"{ns}.{func} is not a function of an enabled module")
+        return fn  # type: ignore[no-any-return]
+
+    # -- self endpoints ------------------------------------------------------------------
+
+    async def cancel(self) -> bool:
+        """Shut this actor down (answered first, then the actor winds down)."""
+        return True
+
+    async def ping(self) -> list[str]:
+        return [self.name, self.uuid]
+
+    def cancel_soon(self) -> None:
+        """Begin shutting this actor down; returns immediately."""
+        self.cancel_called.set()
+        if self._root_scope is not None:
+            self._root_scope.cancel()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Actor]:
+        """Serve IPC, register, and yield; tear everything down on exit.
+
+        The body runs inside a cancel scope that :meth:`cancel_soon` cancels, so a remote
+        ``cancel_actor()`` ends the body quietly.
+        """
+        if _state.maybe_current_actor() is not None:
+            raise RuntimeBootError(
+                f"an actor ({_state.maybe_current_actor()!r}) already runs in this process"
+            )
+        self._load_modules()
+        _state._set_current_actor(self)
+        try:
+            with collapse_eg():
+                async with trio.open_nursery() as service:
+                    self._service = service
+                    try:
+                        await self._bind()
+                        service.start_soon(self._serve_listeners)
+                        await self._after_bind(service)
+                        with trio.CancelScope() as self._root_scope:
+                            yield self
+                    finally:
+                        with trio.CancelScope(shield=True):
+                            await self._teardown()
+                        service.cancel_scope.cancel()
+        finally:
+            _state._set_current_actor(None)
+
+    async def _bind(self) -> None:
+        try:
+            for addr in self.bind_addrs:
+                listener, bound = await open_listener(addr)
+                self._listeners.append(listener)
+                self.accept_addrs.append(bound)
+        except OSError:
+            await self._close_listeners()
+            raise
+
+    async def _serve_listeners(self) -> None:
+        assert self._service is not None
+        # Own scope: teardown must stop accepting before it closes the listening sockets.
+        with self._serve_scope:
+            await trio.serve_listeners(
+                self._handle_inbound, self._listeners, handler_nursery=self._service
+            )
+
+    async def _after_bind(self, service: trio.Nursery) -> None:
+        """Hook run after binding, before the body: register and start lease renewal."""
+        # Register before telling the parent we are up, so that a portal returned by
+        # start_actor() always points at an actor that lookups already find.
+        if self.reg_addrs:
+            await self._register()
+            service.start_soon(self._lease_loop)
+        if self.parent_addr is not None:
+            self._parent_chan = await self.dial(self.parent_addr, cache=False)
+            service.start_soon(self._watch_parent, self._parent_chan)
+
+    async def _teardown(self) -> None:
+        with trio.move_on_after(max(1.0, self.connect_timeout)):
+            await self._unregister()
+        await self._close_listeners()
+        for chans in list(self._peers.values()):
+            for chan in list(chans):
+                await chan.aclose()
+        for chan in list(self._dialled.values()):
+            await chan.aclose()
+
+    async def _close_listeners(self) -> None:
+        self._serve_scope.cancel()
+        for listener in self._listeners:
+            await listener.aclose()
+        self._listeners.clear()
+        for addr in self.accept_addrs:
+            if isinstance(addr, UDSAddress):
+                try:
+                    os.unlink(addr.path)
+                except FileNotFoundError:
+                    pass
+
+    async def _watch_parent(self, chan: Channel) -> None:
+        """A child whose parent vanished shuts down instead of lingering as an orphan."""
+        await chan.closed_event.wait()
+        if not self.cancel_called.is_set():
+            log.warning("%r: parent connection lost; shutting down", self)
+        self.cancel_soon()
+
+    # -- registration and leases ---------------------------------------------------------
+
+    def _registry_portal_local(self, addr: Address) -> LocalPortal | None:
+        if self.is_registrar and addr in self.accept_addrs:
+            return LocalPortal(self)
+        return None
+
+    async def registry_portal(self, addr: Address) -> Portal | LocalPortal:
+        local = self._registry_portal_local(addr)
+        if local is not None:
+            return local
+        chan = await self.dial(addr)
+        return Portal(chan, actor=self)
+
+    async def _register(self) -> bool:
+        """Register every accept address in one call at the first registrar that answers."""
+        addrs = [unwrap_address(a) for a in self.accept_addrs]
+        for reg in self._registry_order():
+            try:
+                portal = await self.registry_portal(reg)
+                await portal.run_from_ns(
+                    "self", "register_actor", uid=list(self.uid), addr=addrs, ttl=self.lease_ttl
+                )
+            except (*CONNECT_ERRORS, RemoteActorError) as exc:
+                log.warning("%r: registering at %s failed: %s", self, reg, exc)
+                continue
+            self._registered_with = reg
+            return True
+        self._registered_with = None
+        log.warning("%r: no registrar reachable at %s; will retry", self, self.reg_addrs)
+        return False
+
+    def _registry_order(self) -> list[Address]:
+        """Registrars to try: the one we last used first, then the rest in order."""
+        if self._registered_with in self.reg_addrs:
+            rest = [a for a in self.reg_addrs if a != self._registered_with]
+            return [self._registered_with, *rest]  # type: ignore[list-item]
+        return list(self.reg_addrs)
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await trio.sleep(self.renew_interval)
+            reg = self._registered_with
+            if reg is None:
+                await self._register()
+                continue
+            try:
+                portal = await self.registry_portal(reg)
+                known = await portal.run_from_ns(
+                    "self", "renew_lease", uid=list(self.uid), ttl=self.lease_ttl
+                )
+            except (*CONNECT_ERRORS, RemoteActorError) as exc:
+                log.warning("%r: lease renewal at %s failed (%s); failing over", self, reg, exc)
+                self._registered_with = None
+                await self._register()
+                continue
+            if not known:
+                # The registrar lost us (restart of an in-memory store, expiry): heal.
+                log.info("%r: registrar %s forgot us; re-registering", self, reg)
+                await self._register()
+
+    async def _unregister(self) -> None:
+        reg = self._registered_with
+        if reg is None:
+            return
+        self._registered_with = None
+        try:
+            portal = await self.registry_portal(reg)
+            await portal.run_from_ns("self", "unregister_actor", uid=list(self.uid))
+        except (*CONNECT_ERRORS, RemoteActorError) as exc:
+            log.debug("%r: unregister at %s failed: %s", self, reg, exc)
+
+    # -- connections ---------------------------------------------------------------------
+
+    async def dial(self, addr: Address, *, cache: bool = True) -> Channel:
+        """Connect and handshake with the actor at ``addr``; cached per address by default.
+
+        The channel's messages are served by this actor (calls both ways work).
+        """
+        addr = wrap_address(addr)
+        if cache:
+            chan = self._dialled.get(addr)
+            if chan is not None and not chan.closed:
+                return chan
+            lock = self._dial_locks.setdefault(addr, trio.Lock())
+            async with lock:
+                chan = self._dialled.get(addr)
+                if chan is not None and not chan.closed:
+                    return chan
+                chan = await self._dial_new(addr)
+                self._dialled[addr] = chan
+                return chan
+        return await self._dial_new(addr)
+
+    async def _dial_new(self, addr: Address) -> Channel:
+        assert self._service is not None, "actor is not running"
+        stream = await open_stream(addr, self.connect_timeout)
+        chan = Channel(stream, raddr=addr, max_frame_size=self.max_frame_size)
+        try:
+            await chan.handshake(self._hello(), self.handshake_timeout)
+        except (*CONNECT_ERRORS,):
+            await chan.aclose()
+            raise
+        self._service.start_soon(self._serve_channel, chan)
+        return chan
+
+    async def _handle_inbound(self, stream: trio.SocketStream) -> None:
+        chan = Channel(stream, max_frame_size=self.max_frame_size)
+        try:
+            await chan.handshake(self._hello(), self.handshake_timeout)
+        except (ProtocolError, TransportClosed) as exc:
+            log.warning("%r: refused a connection: %s", self, exc)
+            await self._send_channel_error(chan, exc)
+            await chan.aclose()
+            return
+        await self._serve_channel(chan)
+
+    async def _send_channel_error(self, chan: Channel, exc: BaseException) -> None:
+        """Tell a misbehaving peer why it is being dropped (best effort, bounded)."""
+        with trio.move_on_after(1.0):
+            try:
+                await chan.send(
+                    Error(cid=0, type_name=type(exc).__name__, message=str(exc), src_uid=list(self.uid))
+                )
+            except TransportClosed:
+                pass
+
+    def _add_peer(self, chan: Channel) -> None:
+        assert chan.aid is not None
+        self._peers.setdefault(chan.aid.uid, []).append(chan)
+        waiter = self._child_waiters.get(chan.aid.uuid)
+        if waiter is not None and not waiter[0].is_set():
+            waiter[1].append(chan)
+            waiter[0].set()
+
+    def _remove_peer(self, chan: Channel) -> None:
+        assert chan.aid is not None
+        chans = self._peers.get(chan.aid.uid)
+        if chans is not None:
+            if chan in chans:
+                chans.remove(chan)
+            if not chans:
+                del self._peers[chan.aid.uid]
+        if chan.raddr is not None and self._dialled.get(chan.raddr) is chan:
+            del self._dialled[chan.raddr]
+
+    def get_peer_by_name(self, name: str) -> Channel | None:
+        """The most recently connected live channel to an actor called ``name``."""
+        for chans in reversed(list(self._peers.values())):
+            for chan in reversed(chans):
+                if chan.aid is not None and chan.aid.name == name and not chan.closed:
+                    return chan
+        return None
+
+    def peers_by_name(self, name: str) -> list[Channel]:
+        found = []
+        for chans in self._peers.values():
+            live = [c for c in chans if not c.closed]
+            if live and live[-1].aid is not None and live[-1].aid.name == name:
+                found.append(live[-1])
+        return found
+
+    async def _serve_channel(self, chan: Channel) -> None:
+        self._add_peer(chan)
+        self._calls[chan] = {}
+        try:
+            async with trio.open_nursery() as calls:
+                await self._message_loop(chan, calls)
+                calls.cancel_scope.cancel()
+        finally:
+            self._calls.pop(chan, None)
+            self._remove_peer(chan)
+            with trio.CancelScope(shield=True):
+                await chan.aclose()
+
+    async def _message_loop(self, chan: Channel, calls: trio.Nursery) -> None:
+        scopes = self._calls[chan]
+        while True:
+            try:
+                msg = await chan.recv()
+            except TransportClosed:
+                return
+            except ProtocolError as exc:
+                log.warning("%r: protocol violation from %r: %s", self, chan, exc)
+                await self._send_channel_error(chan, exc)
+                return
+            if isinstance(msg, Call):
+                scope = trio.CancelScope()
+                scopes[msg.cid] = scope
+                calls.start_soon(self._run_call, chan, msg, scope)
+            elif isinstance(msg, Return):
+                chan.deliver(msg)
+            elif isinstance(msg, Error):
+                if msg.cid == 0:
+                    log.warning("%r: peer %r reports: %s: %s", self, chan, msg.type_name, msg.message)
+                else:
+                    chan.deliver(msg)
+            elif isinstance(msg, CancelCall):
+                target = scopes.get(msg.cid)
+                if target is not None:
+                    target.cancel()
+            else:
+                exc = ProtocolError(f"unexpected {type(msg).__name__} frame after the handshake")
+                log.warning("%r: %s from %r", self, exc, chan)
+                await self._send_channel_error(chan, exc)
+                return
+
+    async def _run_call(self, chan: Channel, call: Call, scope: trio.CancelScope) -> None:
+        _state.current_channel.set(chan)
+        reply: Return | Error | None = None
+        try:
+            with scope:
+                try:
+                    func = self.resolve_rpc(call.ns, call.func)
+                    result = func(**call.kwargs)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    reply = Return(cid=call.cid, value=result)
+                except Exception as exc:
+                    reply = self._error_reply(call.cid, exc)
+            if reply is None:
+                return  # cancelled by the caller or by channel teardown: nobody waits
+            try:
+                await chan.send(reply)
+            except (TypeError, msgspec.EncodeError) as exc:
+                await chan.send(self._error_reply(call.cid, exc, "return value not serialisable: "))
+        except TransportClosed:
+            pass
+        finally:
+            self._calls.get(chan, {}).pop(call.cid, None)
+        if call.ns == "self" and call.func == "cancel":
+            self.cancel_soon()
+
+    def _error_reply(self, cid: int, exc: Exception, prefix: str = "") -> Error:
+        return Error(
+            cid=cid,
+            type_name=type(exc).__name__,
+            message=prefix + str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+            src_uid=list(self.uid),
+        )
+
+    # -- children ------------------------------------------------------------------------
+
+    def expect_child(self, uuid: str) -> tuple[trio.Event, list[Channel]]:
+        waiter = (trio.Event(), [])
+        self._child_waiters[uuid] = waiter
+        return waiter
+
+    def forget_child(self, uuid: str) -> None:
+        self._child_waiters.pop(uuid, None)

@@ -1,0 +1,59 @@
+"""Entry point of a child actor process: ``python -m tractor_reg._child`` (spec on stdin)."""
+
+from __future__ import annotations
+
+import sys
+
+import msgspec
+import trio
+
+from ._actor import Actor
+from ._addr import wrap_address
+from ._log import setup_logging
+from ._spawn import SpawnSpec
+
+
+async def _run(actor: Actor) -> None:
+    async with actor.running():
+        await trio.sleep_forever()
+
+
+def main() -> int:
+    spec = msgspec.msgpack.decode(sys.stdin.buffer.read(), type=SpawnSpec)
+    for path in reversed(spec.sys_path):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    setup_logging(spec.loglevel)
+    actor = Actor(
+        spec.name,
+        uuid=spec.uuid,
+        enable_modules=spec.enable_modules,
+        reg_addrs=[wrap_address(a) for a in spec.reg_addrs],
+        bind_addrs=[wrap_address(a) for a in spec.bind_addrs],
+        parent_addr=wrap_address(spec.parent_addr),
+        main_path=spec.main_path,
+        max_frame_size=spec.max_frame_size,
+        handshake_timeout=spec.handshake_timeout,
+        connect_timeout=spec.connect_timeout,
+        lease_ttl=spec.lease_ttl,
+        renew_interval=spec.renew_interval,
+    )
+    actor.runtime_config = _ChildConfig(spec)  # type: ignore[attr-defined]
+    try:
+        trio.run(_run, actor)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+class _ChildConfig:
+    """The slice of the root's settings a child passes on to its own children."""
+
+    def __init__(self, spec: SpawnSpec) -> None:
+        self.enable_transports = sorted({wrap_address(a).transport for a in spec.bind_addrs})
+        self.loglevel = spec.loglevel
+        self.renew_interval = spec.renew_interval
+
+
+if __name__ == "__main__":
+    sys.exit(main())

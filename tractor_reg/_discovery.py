@@ -1,0 +1,235 @@
+"""Discovery: look actors up by name through the registrar and connect to them.
+
+Every lookup first scans the peers this actor is already connected to, and only then asks
+a registrar. Registrar connections are dialled once and reused across calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from ._actor import CONNECT_ERRORS, Actor
+from ._addr import Address, AddressLike, prefer_addr, wrap_address
+from ._exceptions import ActorNotFound, RegistryUnavailable, RemoteActorError
+from ._ipc import Channel
+from ._portal import LocalPortal, Portal
+from ._state import current_actor
+
+log = logging.getLogger("tractor_reg.discovery")
+
+
+def _reg_addrs(actor: Actor, given: Sequence[AddressLike] | AddressLike | None) -> list[Address]:
+    if given is None:
+        return list(actor.reg_addrs)
+    if isinstance(given, str) or (
+        isinstance(given, tuple | list) and len(given) == 2 and not isinstance(given[0], tuple | list)
+    ):
+        return [wrap_address(given)]
+    return [wrap_address(a) for a in given]  # type: ignore[union-attr]
+
+
+@asynccontextmanager
+async def get_registry(addr: AddressLike | None = None) -> AsyncIterator[Portal | LocalPortal]:
+    """A portal to the registrar at ``addr`` (default: this actor's first registry address).
+
+    Inside the registrar itself this is a :class:`LocalPortal`. An existing connection to
+    that address is reused.
+    """
+    actor = current_actor()
+    target = wrap_address(addr) if addr is not None else actor.reg_addrs[0]
+    try:
+        portal = await actor.registry_portal(target)
+    except CONNECT_ERRORS as exc:
+        raise RegistryUnavailable(f"no registrar reachable at {target}: {exc}") from exc
+    yield portal
+
+
+async def _ask(actor: Actor, reg: Address, func: str, **kwargs: Any) -> Any:
+    portal = await actor.registry_portal(reg)
+    return await portal.run_from_ns("self", func, **kwargs)
+
+
+@asynccontextmanager
+async def query_actor(
+    name: str, regaddr: AddressLike | None = None
+) -> AsyncIterator[tuple[Address | None, Portal | LocalPortal | None]]:
+    """Look up the address of ``name`` without connecting to it.
+
+    Yields ``(addr, reg_portal)``: ``addr`` is the best address (UDS > local TCP > remote
+    TCP) or ``None``; ``reg_portal`` is the registrar portal used, or ``None`` when the
+    actor was found among already-connected peers.
+    """
+    actor = current_actor()
+    peer = actor.get_peer_by_name(name)
+    if peer is not None and peer.aid is not None and peer.aid.accept_addrs:
+        yield prefer_addr(peer.aid.accept_addrs)[0], None
+        return
+    errors: list[str] = []
+    for reg in _reg_addrs(actor, regaddr):
+        try:
+            portal = await actor.registry_portal(reg)
+            addrs = await portal.run_from_ns("self", "find_actor", name=name)
+        except CONNECT_ERRORS as exc:
+            errors.append(f"{reg}: {exc}")
+            continue
+        yield (prefer_addr(addrs)[0] if addrs else None), portal
+        return
+    raise RegistryUnavailable("no registrar reachable: " + "; ".join(errors))
+
+
+async def _connect_any(
+    actor: Actor, reg: Address | None, addrs: Sequence[Any], transports: Sequence[str] | None
+) -> Channel | None:
+    """Dial the best reachable address; report unreachable ones to the registrar."""
+    ranked = prefer_addr(addrs)
+    if transports is not None:
+        ranked = [a for a in ranked if a.transport in transports]
+    for addr in ranked:
+        try:
+            return await actor.dial(addr, cache=False)
+        except CONNECT_ERRORS as exc:
+            log.info("%s unreachable (%s); reporting it to the registrar", addr, exc)
+            if reg is not None:
+                await _report_stale(actor, reg, addr)
+    return None
+
+
+async def _report_stale(actor: Actor, reg: Address, addr: Address) -> None:
+    try:
+        await _ask(actor, reg, "delete_addr", addr=list(addr))
+    except (*CONNECT_ERRORS, RemoteActorError) as exc:
+        log.debug("reporting %s to %s failed: %s", addr, reg, exc)
+
+
+@asynccontextmanager
+async def find_actor(
+    name: str,
+    registry_addrs: Sequence[AddressLike] | None = None,
+    enable_transports: Sequence[str] | None = ("tcp",),
+    only_first: bool = True,
+    raise_on_none: bool = False,
+) -> AsyncIterator[Portal | list[Portal] | None]:
+    """Find actor(s) by name and yield connected portal(s).
+
+    With ``only_first=True`` (default) yields a portal to the most recently registered
+    live actor called ``name``, or ``None`` (or raises :class:`ActorNotFound` when
+    ``raise_on_none``). With ``only_first=False`` yields a list with one portal per
+    distinct actor, merged across every registrar. ``enable_transports`` limits which
+    address kinds are dialled (``None``: any). Connections opened here are closed when
+    the block exits.
+    """
+    actor = current_actor()
+    owned: list[Channel] = []
+    found: list[Channel] = []
+    seen: set[tuple[str, str]] = set()
+    transports = list(enable_transports) if enable_transports is not None else None
+
+    if only_first:
+        first = actor.get_peer_by_name(name)
+        peers = [first] if first is not None else []
+    else:
+        peers = actor.peers_by_name(name)
+    for peer in peers:
+        assert peer.aid is not None
+        seen.add(peer.aid.uid)
+        found.append(peer)
+
+    if not (only_first and found):
+        reachable = 0
+        for reg in _reg_addrs(actor, registry_addrs):
+            try:
+                if only_first:
+                    addrs = await _ask(actor, reg, "find_actor", name=name)
+                    candidates = [addrs] if addrs else []
+                else:
+                    candidates = [e["addrs"] for e in await _ask(actor, reg, "find_actors", name=name)]
+            except CONNECT_ERRORS as exc:
+                log.info("registrar %s unreachable: %s", reg, exc)
+                continue
+            reachable += 1
+            for addrs in candidates:
+                chan = await _connect_any(actor, reg, addrs, transports)
+                if chan is None or chan.aid is None:
+                    continue
+                if chan.aid.uid in seen:
+                    await chan.aclose()
+                    continue
+                seen.add(chan.aid.uid)
+                owned.append(chan)
+                found.append(chan)
+                if only_first:
+                    break
+            if only_first and found:
+                break
+        if not reachable and not found:
+            raise RegistryUnavailable(
+                f"no registrar reachable at {[str(a) for a in _reg_addrs(actor, registry_addrs)]}"
+            )
+
+    if not found and raise_on_none:
+        raise ActorNotFound(f"no actor named {name!r} is registered")
+    portals = [Portal(c, actor=actor) for c in found]
+    try:
+        if only_first:
+            yield portals[0] if portals else None
+        else:
+            yield portals
+    finally:
+        with trio.CancelScope(shield=True):
+            for chan in owned:
+                await chan.aclose()
+
+
+async def _wait_and_connect(actor: Actor, name: str, regs: list[Address]) -> Channel:
+    while True:
+        reachable = 0
+        for reg in regs:
+            try:
+                addrs = await _ask(actor, reg, "wait_for_actor", name=name)
+            except CONNECT_ERRORS as exc:
+                log.info("registrar %s unreachable while waiting: %s", reg, exc)
+                continue
+            reachable += 1
+            chan = await _connect_any(actor, reg, addrs, None)
+            if chan is not None:
+                return chan
+        if not reachable:
+            raise RegistryUnavailable(f"no registrar reachable at {[str(r) for r in regs]}")
+        # Every address we were given was stale and has been reported; the registrar
+        # verified and dropped it, so the next wait blocks until a fresh registration.
+        await trio.sleep(0.05)
+
+
+@asynccontextmanager
+async def wait_for_actor(
+    name: str,
+    registry_addr: AddressLike | None = None,
+    timeout: float | None = None,
+) -> AsyncIterator[Portal]:
+    """Wait until an actor called ``name`` is registered, then yield a portal to it.
+
+    Registrars are asked in order; one that is unreachable (or drops the connection while
+    we wait) is skipped over to the next. ``timeout`` bounds the wait, not the block
+    (``TimeoutError``).
+    """
+    actor = current_actor()
+    peer = actor.get_peer_by_name(name)
+    if peer is not None:
+        yield Portal(peer, actor=actor)
+        return
+    regs = _reg_addrs(actor, registry_addr)
+    if timeout is None:
+        chan = await _wait_and_connect(actor, name, regs)
+    else:
+        with trio.fail_after(timeout):
+            chan = await _wait_and_connect(actor, name, regs)
+    try:
+        yield Portal(chan, actor=actor)
+    finally:
+        with trio.CancelScope(shield=True):
+            await chan.aclose()

@@ -1,0 +1,277 @@
+"""Channels: length-prefixed msgpack frames over a trio stream, plus RPC bookkeeping.
+
+A frame is a 4-byte big-endian payload length followed by the msgpack payload of one
+:data:`~tractor_reg._msg.Msg`. A channel is symmetric: both ends may send calls, and the
+actor's message loop feeds answers back to :meth:`Channel.deliver`.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import struct
+from typing import Any
+
+import msgspec
+import trio
+
+from ._addr import Address, TCPAddress, UDSAddress, check_uds_path, wrap_address
+from ._exceptions import (
+    FrameTooLarge,
+    HandshakeError,
+    ProtocolError,
+    RemoteActorError,
+    TransportClosed,
+)
+from ._msg import PROTOCOL_VERSION, Call, CancelCall, Error, Handshake, Msg, Return, decode, encode
+
+log = logging.getLogger("tractor_reg.ipc")
+
+#: Default maximum payload size of one frame (bytes).
+DEFAULT_MAX_FRAME_SIZE = 4 * 1024 * 1024
+#: Default deadline for the identity handshake on a new connection (seconds).
+DEFAULT_HANDSHAKE_TIMEOUT = 5.0
+#: Default deadline for establishing a connection (seconds).
+DEFAULT_CONNECT_TIMEOUT = 5.0
+
+_HEADER = struct.Struct(">I")
+_RECV_CHUNK = 65536
+
+
+class Aid(msgspec.Struct, frozen=True):
+    """A peer actor's identity as learnt from its handshake."""
+
+    name: str
+    uuid: str
+    pid: int
+    is_registrar: bool
+    accept_addrs: tuple[Address, ...] = ()
+
+    @property
+    def uid(self) -> tuple[str, str]:
+        return (self.name, self.uuid)
+
+
+class _PendingCall:
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class Channel:
+    """One connection to a peer actor.
+
+    ``aid`` is set once the handshake completed. ``raddr`` is the address this side dialled
+    (``None`` for accepted connections).
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        raddr: Address | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        self.stream = stream
+        self.raddr = raddr
+        self.max_frame_size = max_frame_size
+        self.aid: Aid | None = None
+        self._buf = bytearray()
+        self._send_lock = trio.StrictFIFOLock()
+        self._next_cid = 1
+        self._pending: dict[int, _PendingCall] = {}
+        self._closed = False
+        self.closed_event = trio.Event()
+
+    def __repr__(self) -> str:
+        who = f"{self.aid.name}:{self.aid.uuid[:8]}" if self.aid else "?"
+        return f"<Channel {who} raddr={self.raddr}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- framing -------------------------------------------------------------------------
+
+    async def send(self, msg: Msg) -> None:
+        payload = encode(msg)
+        frame = _HEADER.pack(len(payload)) + payload
+        async with self._send_lock:
+            if self._closed:
+                raise TransportClosed(f"{self!r} is closed")
+            try:
+                await self.stream.send_all(frame)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise TransportClosed(f"send on {self!r} failed: {exc}") from exc
+
+    async def _fill(self, need: int) -> None:
+        while len(self._buf) < need:
+            try:
+                chunk = await self.stream.receive_some(_RECV_CHUNK)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise TransportClosed(f"receive on {self!r} failed: {exc}") from exc
+            if not chunk:
+                raise TransportClosed(f"{self!r}: peer closed the connection")
+            self._buf += chunk
+
+    async def recv(self) -> Msg:
+        """The next message. Raises TransportClosed at EOF, ProtocolError on a bad frame."""
+        await self._fill(_HEADER.size)
+        (length,) = _HEADER.unpack_from(self._buf)
+        if length > self.max_frame_size:
+            raise FrameTooLarge(
+                f"frame of {length} bytes exceeds the maximum frame size {self.max_frame_size}"
+            )
+        await self._fill(_HEADER.size + length)
+        payload = bytes(self._buf[_HEADER.size : _HEADER.size + length])
+        del self._buf[: _HEADER.size + length]
+        try:
+            return decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ProtocolError(f"undecodable frame: {exc}") from exc
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._fail_pending(TransportClosed(f"{self!r} closed"))
+        with trio.CancelScope(shield=True):
+            await self.stream.aclose()
+        self.closed_event.set()
+
+    # -- handshake -----------------------------------------------------------------------
+
+    async def handshake(self, local: Handshake, timeout: float) -> Aid:
+        """Exchange identities; bounded by ``timeout`` seconds (slow peers are refused)."""
+        with trio.move_on_after(timeout) as scope:
+            await self.send(local)
+            msg = await self.recv()
+        if scope.cancelled_caught:
+            raise HandshakeError(f"handshake not completed within {timeout}s")
+        if not isinstance(msg, Handshake):
+            raise HandshakeError(f"expected a handshake, got a {type(msg).__name__} frame")
+        if msg.version != PROTOCOL_VERSION:
+            raise HandshakeError(
+                f"peer speaks protocol version {msg.version}, this actor {PROTOCOL_VERSION}"
+            )
+        try:
+            addrs = tuple(wrap_address(a) for a in msg.accept_addrs)
+        except ValueError as exc:
+            raise HandshakeError(f"handshake carries a bad address: {exc}") from exc
+        if not msg.name or not msg.uuid:
+            raise HandshakeError("handshake with an empty name or uuid")
+        self.aid = Aid(msg.name, msg.uuid, msg.pid, msg.is_registrar, addrs)
+        return self.aid
+
+    # -- RPC client side -----------------------------------------------------------------
+
+    async def call(self, ns: str, func: str, kwargs: dict[str, Any]) -> Any:
+        """Run ``ns.func(**kwargs)`` in the peer and return its result.
+
+        Remote failures raise :class:`RemoteActorError`; a lost connection raises
+        :class:`TransportClosed`. If the caller is cancelled, the peer is told to cancel
+        the call too.
+        """
+        cid = self._next_cid
+        self._next_cid += 1
+        pending = _PendingCall()
+        self._pending[cid] = pending
+        try:
+            await self.send(Call(cid=cid, ns=ns, func=func, kwargs=kwargs))
+            await pending.done.wait()
+        except trio.Cancelled:
+            if not pending.done.is_set() and not self._closed:
+                # Best effort and bounded: the remote task would otherwise run on.
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    try:
+                        await self.send(CancelCall(cid=cid))
+                    except TransportClosed:
+                        pass
+            raise
+        finally:
+            self._pending.pop(cid, None)
+        if pending.error is not None:
+            raise pending.error
+        return pending.value
+
+    def deliver(self, msg: Return | Error) -> None:
+        """Hand an answer to the call waiting for it (unknown cids are ignored)."""
+        pending = self._pending.get(msg.cid)
+        if pending is None:
+            log.debug("%r: answer for unknown call %d dropped", self, msg.cid)
+            return
+        if isinstance(msg, Return):
+            pending.value = msg.value
+        else:
+            pending.error = error_from_msg(msg)
+        pending.done.set()
+
+    def _fail_pending(self, exc: BaseException) -> None:
+        for pending in self._pending.values():
+            if not pending.done.is_set():
+                pending.error = exc
+                pending.done.set()
+
+
+def error_from_msg(msg: Error) -> RemoteActorError:
+    src = (msg.src_uid[0], msg.src_uid[1]) if msg.src_uid and len(msg.src_uid) == 2 else None
+    return RemoteActorError(msg.type_name, msg.message, msg.traceback, src)
+
+
+async def open_stream(addr: Address, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> trio.abc.Stream:
+    """Dial ``addr``. Raises ``OSError`` (e.g. ConnectionRefusedError) or ``TimeoutError``."""
+    with trio.move_on_after(timeout) as scope:
+        if isinstance(addr, TCPAddress):
+            stream: trio.abc.Stream = await trio.open_tcp_stream(addr.host, addr.port)
+        else:
+            check_uds_path(addr)
+            stream = await trio.open_unix_socket(addr.path)
+        return stream
+    assert scope.cancelled_caught
+    raise TimeoutError(errno.ETIMEDOUT, f"connecting to {addr} timed out after {timeout}s")
+
+
+async def open_listener(addr: Address) -> tuple[trio.SocketListener, Address]:
+    """Bind and listen on ``addr``; returns the listener and the address actually bound.
+
+    TCP port 0 binds a free port. A UDS path whose socket file is stale (nobody accepts on
+    it) is replaced; a live one raises ``OSError(EADDRINUSE)``.
+    """
+    if isinstance(addr, TCPAddress):
+        listeners = await trio.open_tcp_listeners(addr.port, host=addr.host)
+        listener = listeners[0]
+        for extra in listeners[1:]:
+            await extra.aclose()
+        sockname = listener.socket.getsockname()
+        return listener, TCPAddress(addr.host, int(sockname[1]))
+    assert isinstance(addr, UDSAddress)
+    check_uds_path(addr)
+    os.makedirs(addr.directory, mode=0o700, exist_ok=True)
+    if os.path.exists(addr.path):
+        if await _uds_alive(addr):
+            raise OSError(errno.EADDRINUSE, f"UDS socket {addr.path} is in use")
+        os.unlink(addr.path)
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    bound = False
+    try:
+        await sock.bind(addr.path)
+        os.chmod(addr.path, 0o600)
+        sock.listen(128)
+        bound = True
+    finally:
+        if not bound:
+            sock.close()
+    return trio.SocketListener(sock), addr
+
+
+async def _uds_alive(addr: UDSAddress) -> bool:
+    try:
+        stream = await open_stream(addr, timeout=1.0)
+    except (OSError, TimeoutError):
+        return False
+    await stream.aclose()
+    return True

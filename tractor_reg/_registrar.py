@@ -1,0 +1,244 @@
+"""The registrar: an actor whose registry endpoints delegate to a storage backend."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, ClassVar
+
+import trio
+
+from . import _state
+from ._actor import CONNECT_ERRORS, Actor
+from ._addr import Address, unwrap_address, wrap_address
+from ._exceptions import InvalidRequest, PermissionDenied
+from ._ipc import Channel, open_stream
+from .backends import Entry, RegistryBackend
+
+log = logging.getLogger("tractor_reg.registrar")
+
+#: How often expired leases are purged from the store (seconds).
+DEFAULT_PURGE_INTERVAL = 1.0
+#: Deadline for verifying a reported-stale address (connect + handshake, seconds).
+DEFAULT_PROBE_TIMEOUT = 1.0
+
+
+def _check_uid(uid: object) -> tuple[str, str]:
+    if (
+        not isinstance(uid, list | tuple)
+        or len(uid) != 2
+        or not all(isinstance(part, str) and part for part in uid)
+    ):
+        raise InvalidRequest(f"uid must be a pair of non-empty strings (name, uuid), got {uid!r}")
+    return (uid[0], uid[1])
+
+
+def _check_addrs(addr: object) -> list[Address]:
+    """One address or a list of addresses, each a TCP or UDS pair."""
+    if isinstance(addr, list | tuple) and len(addr) == 2 and not isinstance(addr[0], list | tuple):
+        candidates: list[object] = [addr]
+    elif isinstance(addr, list | tuple):
+        candidates = list(addr)
+    else:
+        raise InvalidRequest(f"addr must be an address or a list of addresses, got {addr!r}")
+    if not candidates:
+        raise InvalidRequest("at least one address is required")
+    wrapped = []
+    for candidate in candidates:
+        if isinstance(candidate, str):
+            raise InvalidRequest(
+                f"addresses travel as (host, port) / (dir, file) pairs, not strings: {candidate!r}"
+            )
+        try:
+            wrapped.append(wrap_address(candidate))
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+    return wrapped
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidRequest(f"name must be a non-empty str, got {name!r}")
+    return name
+
+
+def _check_ttl(ttl: object, default: float) -> float:
+    if ttl is None:
+        return default
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) or ttl <= 0:
+        raise InvalidRequest(f"ttl must be a positive number of seconds, got {ttl!r}")
+    return float(ttl)
+
+
+def _wire_addrs(entry: Entry) -> list[list[Any]]:
+    return [list(a) for a in entry.addrs]
+
+
+class Registrar(Actor):
+    """The actor that keeps the registry: ``(name, uuid)`` -> addresses, with leases.
+
+    Every read and write goes to its :class:`~tractor_reg.backends.RegistryBackend`.
+    Peers call its endpoints with ``portal.run_from_ns('self', NAME, **kwargs)``.
+    """
+
+    is_registrar: ClassVar[bool] = True
+    SELF_ENDPOINTS: ClassVar[frozenset[str]] = Actor.SELF_ENDPOINTS | {
+        "register_actor",
+        "unregister_actor",
+        "renew_lease",
+        "find_actor",
+        "find_actors",
+        "wait_for_actor",
+        "get_registry",
+        "list_entries",
+        "delete_addr",
+    }
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        backend: RegistryBackend,
+        purge_interval: float = DEFAULT_PURGE_INTERVAL,
+        probe_timeout: float = DEFAULT_PROBE_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name, **kwargs)
+        self.backend = backend
+        self.purge_interval = purge_interval
+        self.probe_timeout = probe_timeout
+
+    async def _after_bind(self, service: trio.Nursery) -> None:
+        service.start_soon(self._purge_loop)
+        await super()._after_bind(service)
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await trio.sleep(self.purge_interval)
+            purged = await self.backend.purge_expired()
+            for entry in purged:
+                log.info("lease expired: %s %s %s", entry.name, entry.uuid, list(entry.addrs))
+
+    def _caller(self) -> Channel | None:
+        return _state.current_channel.get()
+
+    def _require_own_uid(self, uid: tuple[str, str], what: str) -> None:
+        chan = self._caller()
+        if chan is None:
+            return  # a local call from the registrar's own process
+        assert chan.aid is not None
+        if chan.aid.uid != uid:
+            raise PermissionDenied(
+                f"{what}: actor {chan.aid.name!r} ({chan.aid.uuid}) may only act on its own uid, "
+                f"not {uid!r}"
+            )
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    async def register_actor(self, uid: object, addr: object, ttl: object = None) -> dict[str, Any]:
+        """Register ``uid`` at ``addr`` (one address or a list, all in one atomic write).
+
+        Only the actor itself (the uid of the calling channel) may register its uid.
+        Returns ``{"revision": int, "ttl": float}``.
+        """
+        key = _check_uid(uid)
+        addrs = _check_addrs(addr)
+        lease = _check_ttl(ttl, self.lease_ttl)
+        self._require_own_uid(key, "register_actor")
+        entry = await self.backend.register(
+            key, [unwrap_address(a) for a in addrs], lease, registrar=self._registrar_id()
+        )
+        return {"revision": entry.revision, "ttl": lease}
+
+    async def unregister_actor(self, uid: object) -> bool:
+        """Remove ``uid``; only the actor itself may. ``True`` if it was registered."""
+        key = _check_uid(uid)
+        self._require_own_uid(key, "unregister_actor")
+        return await self.backend.unregister(key) is not None
+
+    async def renew_lease(self, uid: object, ttl: object = None) -> bool:
+        """Extend the lease of ``uid``; ``False`` tells the caller to register again."""
+        key = _check_uid(uid)
+        lease = _check_ttl(ttl, self.lease_ttl)
+        self._require_own_uid(key, "renew_lease")
+        return await self.backend.renew(key, lease) is not None
+
+    async def find_actor(self, name: object) -> list[list[Any]] | None:
+        """Addresses of the most recently registered live actor named ``name``, or ``None``."""
+        entry = await self.backend.lookup(_check_name(name))
+        return None if entry is None else _wire_addrs(entry)
+
+    async def find_actors(self, name: object) -> list[dict[str, Any]]:
+        """Every live actor named ``name``, most recent first: ``{"uid", "addrs"}`` each."""
+        entries = await self.backend.lookup_all(_check_name(name))
+        return [{"uid": list(e.uid), "addrs": _wire_addrs(e)} for e in entries]
+
+    async def wait_for_actor(self, name: object) -> list[list[Any]]:
+        """Block until an actor named ``name`` is registered; return its addresses."""
+        key = _check_name(name)
+        while True:
+            revision = await self.backend.revision()
+            entry = await self.backend.lookup(key)
+            if entry is not None:
+                return _wire_addrs(entry)
+            await self.backend.wait_changed(revision)
+
+    async def get_registry(self) -> dict[str, list[list[Any]]]:
+        """The whole live table as ``{"name.uuid": [addr, ...]}``."""
+        return {f"{e.name}.{e.uuid}": _wire_addrs(e) for e in await self.backend.entries()}
+
+    async def list_entries(self) -> list[dict[str, Any]]:
+        """Every live entry with its lease and revision (for operators' tools)."""
+        return [
+            {
+                "name": e.name,
+                "uuid": e.uuid,
+                "addrs": _wire_addrs(e),
+                "revision": e.revision,
+                "registered_at": e.registered_at,
+                "expires_at": e.expires_at,
+                "registrar": e.registrar,
+            }
+            for e in await self.backend.entries()
+        ]
+
+    async def delete_addr(self, addr: object) -> bool:
+        """A client reports ``addr`` unreachable: verify, and delete it only if it is stale.
+
+        The registrar probes the address itself (connect + handshake). A healthy actor that
+        answers with the uid that holds the address is kept. ``True`` if deleted.
+        """
+        addrs = _check_addrs(addr)
+        if len(addrs) != 1:
+            raise InvalidRequest("delete_addr takes exactly one address")
+        target = addrs[0]
+        plain = unwrap_address(target)
+        owner = await self.backend.owner_of(plain)
+        if owner is None:
+            return False
+        if await self._verify_alive(target, owner.uid):
+            log.info("kept %s: %s answers at it", target, owner.uid)
+            return False
+        deleted = await self.backend.delete_addr(plain)
+        log.info("deleted stale address %s of %s", target, deleted)
+        return deleted is not None
+
+    async def _verify_alive(self, addr: Address, uid: tuple[str, str]) -> bool:
+        if addr in self.accept_addrs:
+            return uid == self.uid
+        try:
+            stream = await open_stream(addr, self.probe_timeout)
+        except CONNECT_ERRORS:
+            return False
+        chan = Channel(stream, raddr=addr, max_frame_size=self.max_frame_size)
+        try:
+            aid = await chan.handshake(self._hello(), self.probe_timeout)
+        except CONNECT_ERRORS:
+            return False
+        finally:
+            await chan.aclose()
+        return aid.uid == uid
+
+    def _registrar_id(self) -> str:
+        first = self.accept_addrs[0] if self.accept_addrs else None
+        return f"{self.name}@{first}" if first is not None else self.name

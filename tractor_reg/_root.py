@@ -1,0 +1,275 @@
+"""``open_root_actor``: boot this process's actor and decide who the registrar is."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import uuid as uuidlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import trio
+
+from . import _state
+from ._actor import CONNECT_ERRORS, DEFAULT_LEASE_TTL, Actor
+from ._addr import (
+    TRANSPORTS,
+    Address,
+    AddressLike,
+    TCPAddress,
+    UDSAddress,
+    default_registry_addr,
+    is_local_host,
+    parse_address,
+    runtime_dir,
+    wrap_address,
+)
+from ._exceptions import RuntimeBootError
+from ._ipc import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_FRAME_SIZE,
+    Channel,
+    open_stream,
+)
+from ._log import setup_logging
+from ._msg import Handshake
+from ._registrar import DEFAULT_PROBE_TIMEOUT, DEFAULT_PURGE_INTERVAL, Registrar
+from .backends import RegistryBackend, open_backend, opened_backend
+
+log = logging.getLogger("tractor_reg.root")
+
+ENV_BACKEND = "TRACTOR_REG_BACKEND"
+ENV_REGISTRY_ADDRS = "TRACTOR_REG_REGISTRY_ADDRS"
+DEFAULT_BACKEND_URL = "memory://"
+
+Probe = Literal["absent", "registrar", "occupied"]
+
+
+@dataclass
+class RuntimeConfig:
+    """Settings a root hands down to every actor it spawns."""
+
+    enable_transports: list[str]
+    loglevel: str | None = None
+    lease_ttl: float = DEFAULT_LEASE_TTL
+    renew_interval: float | None = None
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def env_registry_addrs() -> list[Address] | None:
+    raw = os.environ.get(ENV_REGISTRY_ADDRS, "").strip()
+    if not raw:
+        return None
+    return [parse_address(part.strip()) for part in raw.split(",") if part.strip()]
+
+
+def resolve_registry_addrs(
+    registry_addrs: Sequence[AddressLike] | None, enable_transports: Sequence[str] | None
+) -> tuple[list[Address], list[str]]:
+    """Registry addresses and enabled transports after defaults and validation."""
+    if enable_transports is not None:
+        if isinstance(enable_transports, str):
+            raise TypeError("enable_transports must be a list of transport names, not a str")
+        transports = list(dict.fromkeys(enable_transports))
+        for transport in transports:
+            if transport not in TRANSPORTS:
+                raise ValueError(f"unknown transport {transport!r}; expected one of {TRANSPORTS}")
+        if not transports:
+            raise ValueError("enable_transports must name at least one transport")
+    else:
+        transports = []
+    if registry_addrs is None:
+        addrs = env_registry_addrs()
+        if addrs is None:
+            addrs = [default_registry_addr(t) for t in (transports or ["tcp"])]
+    else:
+        if isinstance(registry_addrs, str) or (
+            isinstance(registry_addrs, tuple) and len(registry_addrs) == 2
+            and not isinstance(registry_addrs[0], list | tuple)
+        ):
+            raise TypeError("registry_addrs must be a list of addresses, e.g. [('127.0.0.1', 1616)]")
+        addrs = [wrap_address(a) for a in registry_addrs]
+        if not addrs:
+            raise ValueError("registry_addrs must contain at least one address")
+    if not transports:
+        transports = list(dict.fromkeys(a.transport for a in addrs))
+    for addr in addrs:
+        if addr.transport not in transports:
+            raise ValueError(
+                f"registry address {addr} uses transport {addr.transport!r}, which is not in "
+                f"enable_transports={transports}"
+            )
+    return addrs, transports
+
+
+async def probe_registry(addr: Address, timeout: float) -> Probe:
+    """Classify what listens at ``addr``: nothing, a registrar, or something else."""
+    try:
+        stream = await open_stream(addr, timeout)
+    except (OSError, TimeoutError):
+        return "absent"
+    chan = Channel(stream, raddr=addr)
+    hello = Handshake(name="boot-probe", uuid=str(uuidlib.uuid4()), pid=os.getpid(), is_registrar=False)
+    try:
+        aid = await chan.handshake(hello, timeout)
+    except CONNECT_ERRORS:
+        return "occupied"
+    finally:
+        await chan.aclose()
+    return "registrar" if aid.is_registrar else "occupied"
+
+
+def _join_bind_addrs(
+    name: str, uuid: str, transports: list[str], reg_addrs: list[Address]
+) -> list[Address]:
+    binds: list[Address] = []
+    for transport in transports:
+        if transport == "tcp":
+            tcp_regs = [a for a in reg_addrs if isinstance(a, TCPAddress)]
+            host = tcp_regs[0].host if tcp_regs and is_local_host(tcp_regs[0].host) else "127.0.0.1"
+            if host in ("0.0.0.0", "::", "localhost"):
+                host = "127.0.0.1"
+            binds.append(TCPAddress(host, 0))
+        else:
+            binds.append(UDSAddress(str(runtime_dir()), f"{name}@{uuid[:8]}.sock"))
+    return binds
+
+
+@asynccontextmanager
+async def open_root_actor(
+    *,
+    name: str | None = None,
+    registry_addrs: Sequence[AddressLike] | None = None,
+    enable_transports: Sequence[str] | None = None,
+    ensure_registry: bool = False,
+    registry_backend: str | RegistryBackend | None = None,
+    enable_modules: Sequence[str] | None = None,
+    loglevel: str | None = None,
+    accept_addrs: Sequence[AddressLike] | None = None,
+    lease_ttl: float = DEFAULT_LEASE_TTL,
+    renew_interval: float | None = None,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    purge_interval: float = DEFAULT_PURGE_INTERVAL,
+    probe_timeout: float = DEFAULT_PROBE_TIMEOUT,
+    **unexpected: Any,
+) -> AsyncIterator[Actor]:
+    """Boot this process's root actor; yields the :class:`Actor`.
+
+    Every registry address is probed with a bounded handshake. If a registrar answers at
+    any of them, this root joins it and binds fresh addresses of the same transports. If
+    nothing listens at any of them, this root becomes the :class:`Registrar`, binding
+    those addresses, with its table kept in ``registry_backend`` (a URL or a backend
+    object; default ``$TRACTOR_REG_BACKEND``, else ``memory://``).
+
+    Raises ``RuntimeError`` when an address is held by something that is not a registrar,
+    when ``ensure_registry=True`` but another registrar answers, or when a root already
+    runs in this process; ``ValueError`` for a registry address whose transport is not
+    enabled; ``TypeError`` for ``arbiter_addr=``.
+    """
+    if "arbiter_addr" in unexpected:
+        raise TypeError(
+            "open_root_actor() no longer accepts 'arbiter_addr'; pass registry_addrs=[addr] instead"
+        )
+    if unexpected:
+        raise TypeError(f"open_root_actor() got unexpected keyword arguments {sorted(unexpected)}")
+    running = _state.maybe_current_actor()
+    if running is not None:
+        raise RuntimeBootError(f"a root actor already runs in this process: {running!r}")
+    reg_addrs, transports = resolve_registry_addrs(registry_addrs, enable_transports)
+    setup_logging(loglevel)
+    config = RuntimeConfig(
+        enable_transports=transports,
+        loglevel=loglevel,
+        lease_ttl=lease_ttl,
+        renew_interval=renew_interval,
+        max_frame_size=max_frame_size,
+        handshake_timeout=handshake_timeout,
+        connect_timeout=connect_timeout,
+    )
+    backend_spec = registry_backend or os.environ.get(ENV_BACKEND) or DEFAULT_BACKEND_URL
+    if isinstance(backend_spec, str):
+        open_backend(backend_spec)  # validate the URL before touching the network
+    common: dict[str, Any] = dict(
+        enable_modules=list(enable_modules or []),
+        max_frame_size=max_frame_size,
+        handshake_timeout=handshake_timeout,
+        connect_timeout=connect_timeout,
+        lease_ttl=lease_ttl,
+        renew_interval=renew_interval,
+    )
+
+    for attempt in range(3):
+        results: dict[Address, Probe] = {}
+
+        async def _probe(addr: Address) -> None:
+            results[addr] = await probe_registry(addr, handshake_timeout)
+
+        async with trio.open_nursery() as nursery:
+            for addr in reg_addrs:
+                nursery.start_soon(_probe, addr)
+        occupied = [a for a in reg_addrs if results[a] == "occupied"]
+        registrars = [a for a in reg_addrs if results[a] == "registrar"]
+        if occupied:
+            raise RuntimeBootError(
+                "registry address(es) "
+                + ", ".join(str(a) for a in occupied)
+                + " are held by something that is not a tractor_reg registrar"
+            )
+        if registrars:
+            if ensure_registry:
+                raise RuntimeBootError(
+                    "ensure_registry=True but a registrar already answers at "
+                    + ", ".join(str(a) for a in registrars)
+                )
+            actor_uuid = str(uuidlib.uuid4())
+            actor_name = name or "root"
+            binds = (
+                [wrap_address(a) for a in accept_addrs]
+                if accept_addrs
+                else _join_bind_addrs(actor_name, actor_uuid, transports, reg_addrs)
+            )
+            ordered = registrars + [a for a in reg_addrs if a not in registrars]
+            actor = Actor(actor_name, uuid=actor_uuid, reg_addrs=ordered, bind_addrs=binds, **common)
+            actor.runtime_config = config  # type: ignore[attr-defined]
+            async with actor.running():
+                yield actor
+            return
+
+        # Nobody answers anywhere: this root becomes the registrar.
+        actor_name = name or "registrar"
+        registrar_addrs = list(reg_addrs)
+        if accept_addrs:
+            registrar_addrs += [wrap_address(a) for a in accept_addrs if wrap_address(a) not in reg_addrs]
+        entered = False
+        try:
+            async with opened_backend(backend_spec) as backend:
+                registrar = Registrar(
+                    actor_name,
+                    backend=backend,
+                    reg_addrs=reg_addrs,
+                    bind_addrs=registrar_addrs,
+                    purge_interval=purge_interval,
+                    probe_timeout=probe_timeout,
+                    **common,
+                )
+                registrar.runtime_config = config  # type: ignore[attr-defined]
+                async with registrar.running():
+                    entered = True
+                    yield registrar
+            return
+        except OSError as exc:
+            if entered or exc.errno != errno.EADDRINUSE:
+                raise
+            # Another root bound the address between our probe and our bind: probe
+            # again, and most likely join it this time.
+            log.info("lost the race to bind %s; probing again (attempt %d)", reg_addrs, attempt + 2)
+    raise RuntimeBootError(f"could not bind or join a registrar at {[str(a) for a in reg_addrs]}")

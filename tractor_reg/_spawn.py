@@ -1,0 +1,389 @@
+"""Spawning and supervising child actor processes: ``open_nursery`` and ``ActorNursery``."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import subprocess
+import sys
+import uuid as uuidlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+import trio
+
+from . import _state
+from ._actor import Actor
+from ._addr import TCPAddress, UDSAddress, runtime_dir, unwrap_address
+from ._exceptions import ActorCrashed, RemoteActorError, TransportClosed
+from ._portal import Portal, _func_ref
+from ._util import collapse_eg
+
+log = logging.getLogger("tractor_reg.spawn")
+
+#: How long a child may take from exec to connecting back (seconds).
+DEFAULT_SPAWN_TIMEOUT = 60.0
+#: How long a child gets to exit after a graceful cancel before SIGTERM, then SIGKILL.
+DEFAULT_REAP_GRACE = 3.0
+_STDERR_TAIL = 8192
+
+
+class SpawnSpec(msgspec.Struct, frozen=True):
+    """Everything a child process needs to boot its actor (sent on its stdin)."""
+
+    name: str
+    uuid: str
+    parent_addr: tuple[str, int | str]
+    reg_addrs: list[tuple[str, int | str]]
+    enable_modules: list[str]
+    bind_addrs: list[tuple[str, int | str]]
+    sys_path: list[str]
+    main_path: str | None = None
+    loglevel: str | None = None
+    lease_ttl: float = 30.0
+    renew_interval: float | None = None
+    max_frame_size: int = 4 * 1024 * 1024
+    handshake_timeout: float = 5.0
+    connect_timeout: float = 5.0
+
+
+class _Child:
+    def __init__(self, name: str, uuid: str, proc: trio.Process) -> None:
+        self.name = name
+        self.uuid = uuid
+        self.proc = proc
+        self.portal: Portal | None = None
+        self.spawned = False
+        self.reaping = False
+        self.exited = trio.Event()
+        self.stderr_tail: collections.deque[bytes] = collections.deque()
+        self.stderr_done = trio.Event()
+        # run_in_actor bookkeeping
+        self.oneshot = False
+        self.result_ready = trio.Event()
+        self.result_value: Any = None
+        self.result_error: BaseException | None = None
+        self.result_consumed = False
+
+    def tail(self) -> str:
+        return b"".join(self.stderr_tail).decode("utf-8", "replace")[-_STDERR_TAIL:]
+
+    def crashed(self, when: str) -> ActorCrashed:
+        code = self.proc.returncode
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+        return ActorCrashed(
+            "ActorCrashed",
+            f"actor {self.name!r} {how} {when}",
+            self.tail(),
+            (self.name, self.uuid),
+        )
+
+
+def _main_path() -> str | None:
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path and os.path.exists(path) and not path.endswith(("pytest", "__main__.py")):
+        return os.path.abspath(path)
+    return None
+
+
+class ActorNursery:
+    """Spawns child actors and guarantees they are all gone when its block exits.
+
+    ``start_actor`` starts a long-lived (daemon) actor; ``run_in_actor`` starts one that
+    runs a single function, whose result ``portal.result()`` returns. Leaving the block
+    waits for every ``run_in_actor`` result, then cancels every remaining child; on an
+    error, cancellation or Ctrl-C it cancels them at once. A child that exits with an
+    error code on its own raises :class:`ActorCrashed` (a :class:`RemoteActorError`) here.
+    """
+
+    def __init__(self, actor: Actor, nursery: trio.Nursery) -> None:
+        self._actor = actor
+        self._nursery = nursery
+        self._children: dict[str, _Child] = {}
+        config = getattr(actor, "runtime_config", None)
+        self._transports: list[str] = list(
+            getattr(config, "enable_transports", None) or sorted({a.transport for a in actor.accept_addrs})
+        )
+        self._loglevel: str | None = getattr(config, "loglevel", None)
+        self.spawn_timeout = DEFAULT_SPAWN_TIMEOUT
+        self.reap_grace = DEFAULT_REAP_GRACE
+        self.cancel_called = False
+
+    @property
+    def children(self) -> dict[tuple[str, str], Portal]:
+        return {
+            (c.name, c.uuid): c.portal
+            for c in self._children.values()
+            if c.portal is not None and c.proc.returncode is None
+        }
+
+    async def start_actor(
+        self,
+        name: str,
+        *,
+        enable_modules: Sequence[str] | None = None,
+        loglevel: str | None = None,
+        enable_transports: Sequence[str] | None = None,
+        rpc_module_paths: Sequence[str] | None = None,
+    ) -> Portal:
+        """Start a daemon child actor and return a portal to it once it registered."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"actor name must be a non-empty str, got {name!r}")
+        modules = list(enable_modules or []) + list(rpc_module_paths or [])
+        if isinstance(enable_modules, str):
+            raise TypeError("enable_modules must be a list of module names, not a str")
+        child = await self._spawn(name, modules, loglevel, enable_transports)
+        assert child.portal is not None
+        return child.portal
+
+    async def run_in_actor(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        enable_modules: Sequence[str] | None = None,
+        loglevel: str | None = None,
+        **kwargs: Any,
+    ) -> Portal:
+        """Start a child that runs ``fn(**kwargs)`` once; ``await portal.result()`` for it."""
+        module, fname = _func_ref(fn)
+        modules = [module, *(enable_modules or [])]
+        child = await self._spawn(name or fname, modules, loglevel, None)
+        child.oneshot = True
+        portal = child.portal
+        assert portal is not None
+
+        async def _wait_result() -> Any:
+            await child.result_ready.wait()
+            child.result_consumed = True
+            if child.result_error is not None:
+                raise child.result_error
+            return child.result_value
+
+        portal._result_waiter = _wait_result
+        self._nursery.start_soon(self._run_oneshot, child, fn, kwargs)
+        return portal
+
+    async def cancel(self, hard_kill: bool = False) -> None:
+        """Cancel every child now (gracefully unless ``hard_kill``) and wait until gone."""
+        self.cancel_called = True
+        async with trio.open_nursery() as nursery:
+            for child in list(self._children.values()):
+                nursery.start_soon(self._reap, child, hard_kill)
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _spawn(
+        self,
+        name: str,
+        modules: list[str],
+        loglevel: str | None,
+        transports: Sequence[str] | None,
+    ) -> _Child:
+        actor = self._actor
+        uuid = str(uuidlib.uuid4())
+        parent_addr = next(
+            (a for a in actor.accept_addrs if isinstance(a, UDSAddress)), actor.accept_addrs[0]
+        )
+        main_path = _main_path() if "__main__" in modules else None
+        chosen = list(transports or self._transports)
+        binds: list[tuple[str, int | str]] = []
+        for transport in chosen:
+            if transport == "tcp":
+                tcp = next((a for a in actor.accept_addrs if isinstance(a, TCPAddress)), None)
+                binds.append((tcp.host if tcp else "127.0.0.1", 0))
+            else:
+                binds.append((str(runtime_dir()), f"{name}@{uuid[:8]}.sock"))
+        config = getattr(actor, "runtime_config", None)
+        spec = SpawnSpec(
+            name=name,
+            uuid=uuid,
+            parent_addr=unwrap_address(parent_addr),
+            reg_addrs=[unwrap_address(a) for a in actor.reg_addrs],
+            enable_modules=modules,
+            bind_addrs=binds,
+            sys_path=[p for p in sys.path if p],
+            main_path=main_path,
+            loglevel=loglevel or self._loglevel,
+            lease_ttl=actor.lease_ttl,
+            renew_interval=getattr(config, "renew_interval", None) or actor.renew_interval,
+            max_frame_size=actor.max_frame_size,
+            handshake_timeout=actor.handshake_timeout,
+            connect_timeout=actor.connect_timeout,
+        )
+        arrived, slot = actor.expect_child(uuid)
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "tractor_reg._child"],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        child = _Child(name, uuid, proc)
+        self._children[uuid] = child
+        self._nursery.start_soon(self._relay_stderr, child)
+        self._nursery.start_soon(self._monitor, child, arrived)
+        try:
+            assert proc.stdin is not None
+            try:
+                await proc.stdin.send_all(msgspec.msgpack.encode(spec))
+                await proc.stdin.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # it died already; the monitor tells why
+            with trio.move_on_after(self.spawn_timeout) as timeout:
+                await arrived.wait()
+            if slot:
+                chan = slot[0]
+                child.portal = Portal(chan, actor=actor)
+                child.spawned = True
+                return child
+            if timeout.cancelled_caught:
+                raise ActorCrashed(
+                    "ActorCrashed",
+                    f"actor {name!r} did not connect back within {self.spawn_timeout}s",
+                    child.tail(),
+                    (name, uuid),
+                )
+            # The process exited before connecting back.
+            with trio.move_on_after(1.0):
+                await child.stderr_done.wait()
+            raise child.crashed("before it connected back to its parent")
+        finally:
+            actor.forget_child(uuid)
+            if not child.spawned:
+                with trio.CancelScope(shield=True):
+                    await self._reap(child, hard_kill=True)
+
+    async def _relay_stderr(self, child: _Child) -> None:
+        """Forward the child's stderr to ours, keeping a tail for crash reports."""
+        stream = child.proc.stderr
+        assert stream is not None
+        size = 0
+        out = getattr(sys.stderr, "buffer", None)
+        try:
+            while True:
+                chunk = await stream.receive_some(65536)
+                if not chunk:
+                    break
+                child.stderr_tail.append(chunk)
+                size += len(chunk)
+                while size > _STDERR_TAIL and len(child.stderr_tail) > 1:
+                    size -= len(child.stderr_tail.popleft())
+                if out is not None:
+                    out.write(chunk)
+                    out.flush()
+                else:
+                    sys.stderr.write(chunk.decode("utf-8", "replace"))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            child.stderr_done.set()
+
+    async def _monitor(self, child: _Child, arrived: trio.Event) -> None:
+        await child.proc.wait()
+        child.exited.set()
+        arrived.set()  # wakes a spawner still waiting for the handshake
+        if not child.spawned or child.reaping or child.oneshot:
+            return
+        if child.proc.returncode != 0:
+            with trio.move_on_after(1.0):
+                await child.stderr_done.wait()
+            raise child.crashed("unexpectedly")
+
+    async def _run_oneshot(self, child: _Child, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+        assert child.portal is not None
+        try:
+            child.result_value = await child.portal.run(fn, **kwargs)
+        except RemoteActorError as exc:
+            child.result_error = exc
+        except TransportClosed:
+            with trio.move_on_after(self.reap_grace):
+                await child.exited.wait()
+            with trio.move_on_after(1.0):
+                await child.stderr_done.wait()
+            child.result_error = child.crashed(f"while running {fn.__name__}()")
+        finally:
+            child.result_ready.set()
+        await self._reap(child)
+
+    async def _wait_oneshots(self) -> None:
+        for child in list(self._children.values()):
+            if child.oneshot:
+                await child.result_ready.wait()
+
+    def _unconsumed_errors(self) -> list[BaseException]:
+        return [
+            c.result_error
+            for c in self._children.values()
+            if c.oneshot and c.result_error is not None and not c.result_consumed
+        ]
+
+    async def _reap(self, child: _Child, hard_kill: bool = False) -> None:
+        """Make sure ``child`` is gone: graceful cancel, then SIGTERM, then SIGKILL."""
+        child.reaping = True
+        proc = child.proc
+        if proc.returncode is None and not hard_kill and child.portal is not None:
+            with trio.move_on_after(self.reap_grace):
+                await child.portal.cancel_actor(timeout=self.reap_grace)
+                await proc.wait()
+        if proc.returncode is None:
+            proc.terminate()
+            with trio.move_on_after(1.0):
+                await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        child.exited.set()
+        if child.portal is not None:
+            await child.portal.channel.aclose()
+            aid = child.portal.channel.aid
+            for addr in aid.accept_addrs if aid is not None else ():
+                if isinstance(addr, UDSAddress):
+                    try:
+                        os.unlink(addr.path)
+                    except FileNotFoundError:
+                        pass
+
+
+@asynccontextmanager
+async def _actor_nursery(actor: Actor) -> AsyncIterator[ActorNursery]:
+    with collapse_eg():
+        async with trio.open_nursery() as nursery:
+            an = ActorNursery(actor, nursery)
+            try:
+                yield an
+                await an._wait_oneshots()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await an.cancel()
+            errors = an._unconsumed_errors()
+            if len(errors) == 1:
+                raise errors[0]
+            if errors:
+                raise ExceptionGroup("several run_in_actor children failed", errors)  # type: ignore[type-var]
+
+
+@asynccontextmanager
+async def open_nursery(**root_kwargs: Any) -> AsyncIterator[ActorNursery]:
+    """An :class:`ActorNursery`; opens a root actor first when none runs in this process.
+
+    ``root_kwargs`` go to :func:`open_root_actor` and are only allowed when this call opens
+    the root.
+    """
+    actor = _state.maybe_current_actor()
+    if actor is None:
+        from ._root import open_root_actor
+
+        async with open_root_actor(**root_kwargs) as root, _actor_nursery(root) as an:
+            yield an
+        return
+    if root_kwargs:
+        raise TypeError(
+            f"open_nursery() got root actor options {sorted(root_kwargs)} but a root actor "
+            "already runs in this process; pass them to the outermost open_nursery()"
+        )
+    async with _actor_nursery(actor) as an:
+        yield an

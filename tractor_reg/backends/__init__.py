@@ -1,0 +1,25 @@
+"""Pluggable storage for the registrar's table.
+
+Pick a backend by URL with :func:`open_backend` / :func:`opened_backend`; every backend
+implements :class:`RegistryBackend`, whose contract is in :mod:`tractor_reg.backends._base`.
+"""
+
+from __future__ import annotations
+
+from ._base import DEFAULT_CLOCK, AddrTuple, Clock, Entry, RegistryBackend, Uid
+from ._memory import MemoryBackend
+from ._open import BACKENDS, ENTRY_POINT_GROUP, open_backend, opened_backend
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_CLOCK",
+    "ENTRY_POINT_GROUP",
+    "AddrTuple",
+    "Clock",
+    "Entry",
+    "MemoryBackend",
+    "RegistryBackend",
+    "Uid",
+    "open_backend",
+    "opened_backend",
+]

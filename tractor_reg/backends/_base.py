@@ -1,0 +1,126 @@
+"""The storage interface the registrar delegates its table to.
+
+Backends know nothing of actors, channels or IPC: they store *entries* keyed by a uid
+``(name, uuid)`` with an ordered list of plain address tuples and a lease, and they
+assign every change a store-wide, monotonically increasing *revision*.
+
+Contract (checked for every backend by ``tests/backends/test_conformance.py``):
+
+* ``register`` upserts a uid. New addresses are appended in the given order; an address
+  the uid already had moves to the end (latest last). The entry's ``revision`` becomes a
+  fresh store revision, so it is now the *most recent* registration of its name.
+* An address belongs to at most one uid: registering it for a uid evicts it from every
+  other uid, and a uid left with no addresses disappears.
+* ``lookup(name)`` answers the live entry of that name with the highest ``revision``;
+  wall clocks never decide "most recent".
+* Leases: an entry whose ``expires_at`` is in the past (by the backend's clock) is
+  invisible to every read and to ``renew``; ``purge_expired`` deletes such entries.
+* Every change (register, unregister, delete_addr, purge that removed something) bumps
+  the store revision and wakes ``wait_changed`` callers. ``renew`` only moves the lease
+  and is not a change.
+* Every write is atomic and is durable in the store when the call returns.
+* Bad arguments raise :class:`~tractor_reg.InvalidRequest` and change nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeAlias, runtime_checkable
+
+import msgspec
+
+#: ``(name, uuid)`` of an actor.
+Uid: TypeAlias = tuple[str, str]
+#: A transport address as a plain tuple: TCP ``(host, port)`` or UDS ``(directory, filename)``.
+AddrTuple: TypeAlias = tuple[str, int] | tuple[str, str]
+#: A wall-clock source in seconds; backends take one so tests can control time.
+Clock: TypeAlias = Callable[[], float]
+
+DEFAULT_CLOCK: Clock = time.time
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True):
+    """One registration as stored.
+
+    ``addrs`` are in registration order, latest last. ``revision`` is the store revision of
+    the entry's latest (re-)registration. ``registered_at`` / ``expires_at`` are wall-clock
+    seconds from the backend's clock. ``registrar`` names the registrar that recorded it.
+    """
+
+    name: str
+    uuid: str
+    addrs: tuple[AddrTuple, ...]
+    revision: int
+    registered_at: float
+    expires_at: float
+    registrar: str = ""
+
+    @property
+    def uid(self) -> Uid:
+        return (self.name, self.uuid)
+
+
+@runtime_checkable
+class RegistryBackend(Protocol):
+    """The typed async interface every storage backend implements.
+
+    Lifecycle: construct (cheap, no I/O), ``await open()``, use, ``await aclose()``.
+    ``aclose`` is idempotent; any other call after it raises
+    :class:`~tractor_reg.BackendClosed`. Driver failures are raised as
+    :class:`~tractor_reg.BackendError` with the driver exception as ``__cause__``.
+    """
+
+    #: The URL scheme this backend was opened with (``"memory"``, ``"sqlite"``, ...).
+    scheme: str
+
+    async def open(self) -> None:
+        """Connect / create the store. Must be called once before any other method."""
+
+    async def aclose(self) -> None:
+        """Release every resource (connections, threads). Idempotent."""
+
+    async def register(
+        self, uid: Uid, addrs: Sequence[AddrTuple], ttl: float, *, registrar: str = ""
+    ) -> Entry:
+        """Upsert ``uid`` with ``addrs`` (non-empty) and a lease of ``ttl`` seconds (> 0).
+
+        Evicts each address from any other uid (dropping uids left empty), bumps the
+        store revision and returns the stored entry.
+        """
+
+    async def unregister(self, uid: Uid) -> Entry | None:
+        """Delete ``uid``; return the removed entry, or ``None`` if it was not there."""
+
+    async def renew(self, uid: Uid, ttl: float) -> Entry | None:
+        """Extend a live uid's lease to ``now + ttl``; ``None`` if unknown or expired."""
+
+    async def delete_addr(self, addr: AddrTuple) -> Uid | None:
+        """Remove ``addr`` from whichever uid holds it; return that uid or ``None``."""
+
+    async def get(self, uid: Uid) -> Entry | None:
+        """The live entry of ``uid``, or ``None``."""
+
+    async def owner_of(self, addr: AddrTuple) -> Entry | None:
+        """The live entry that holds ``addr``, or ``None``."""
+
+    async def lookup(self, name: str) -> Entry | None:
+        """The most recently registered live entry named ``name``, or ``None``."""
+
+    async def lookup_all(self, name: str) -> list[Entry]:
+        """Every live entry named ``name``, most recent first."""
+
+    async def entries(self) -> list[Entry]:
+        """Every live entry, in revision order (oldest first)."""
+
+    async def count(self) -> int:
+        """The number of live entries."""
+
+    async def purge_expired(self) -> list[Entry]:
+        """Delete every expired entry and return them."""
+
+    async def revision(self) -> int:
+        """The store's current revision (0 for a new, empty store)."""
+
+    async def wait_changed(self, after: int) -> int:
+        """Block until the store revision is greater than ``after``; return it."""

@@ -1,0 +1,436 @@
+"""The ``memory://`` backend: the registry table in plain dicts, for one trio run.
+
+Nothing survives the process; "durable when the call returns" holds trivially because
+the dicts *are* the store. Every public method does all of its work between two
+checkpoints without awaiting in the middle, so each call is atomic with respect to
+other trio tasks. The backend is not thread-safe: use it from a single trio run.
+
+Argument validation (shared shape rules, stricter than the type hints):
+
+* a uid is a ``tuple`` or ``list`` of exactly two non-empty ``str`` (normalised to a tuple);
+* an address is a ``tuple`` or ``list`` of two items: a ``str`` and either an ``int`` TCP
+  port in ``0..65535`` (``bool`` is rejected) or a non-empty ``str`` UDS filename;
+* ``addrs`` is a non-empty ``tuple`` or ``list`` of addresses; repeats within one call
+  collapse as if the addresses were registered one after the other, so the *last*
+  occurrence decides the position;
+* a ttl is a finite ``int`` or ``float`` greater than zero (``bool`` is rejected).
+
+Lease boundary: an entry is live while ``clock() < expires_at``; at ``expires_at`` it is
+expired. Writes treat an expired-but-not-purged entry as absent: ``unregister``,
+``renew`` and ``delete_addr`` ignore it (leaving it for ``purge_expired``), and
+``register`` of its uid starts a fresh entry (new ``registered_at``, old addresses
+dropped).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+from typing import NoReturn, Self
+from urllib.parse import urlsplit
+
+import msgspec
+import trio
+
+from .._exceptions import BackendClosed, BackendError, BackendURLError, InvalidRequest
+from ._base import DEFAULT_CLOCK, AddrTuple, Clock, Entry, Uid
+
+__all__ = ["MemoryBackend"]
+
+_MAX_PORT = 65535
+
+
+def _invalid(msg: str) -> NoReturn:
+    raise InvalidRequest(msg)
+
+
+def _check_uid(uid: object) -> Uid:
+    if not isinstance(uid, tuple | list) or len(uid) != 2:
+        _invalid(f"uid must be a (name, uuid) pair of non-empty str, got {uid!r}")
+    name, uuid = uid
+    if not isinstance(name, str) or not name:
+        _invalid(f"uid name must be a non-empty str, got {name!r} in uid {uid!r}")
+    if not isinstance(uuid, str) or not uuid:
+        _invalid(f"uid uuid must be a non-empty str, got {uuid!r} in uid {uid!r}")
+    return (name, uuid)
+
+
+def _check_addr(addr: object) -> AddrTuple:
+    if not isinstance(addr, tuple | list) or len(addr) != 2:
+        _invalid(f"an address must be a (host, port) or (dir, filename) pair, got {addr!r}")
+    first, second = addr
+    if not isinstance(first, str):
+        _invalid(f"address element 0 must be a str, got {first!r} in {addr!r}")
+    if isinstance(second, bool):
+        _invalid(f"address port must be an int, not a bool, in {addr!r}")
+    if isinstance(second, int):
+        if not 0 <= second <= _MAX_PORT:
+            _invalid(f"TCP port must be in 0..{_MAX_PORT}, got {second!r} in {addr!r}")
+        return (first, int(second))
+    if isinstance(second, str):
+        if not second:
+            _invalid(f"UDS filename must be a non-empty str in {addr!r}")
+        return (first, second)
+    _invalid(f"address element 1 must be an int port or a str filename, got {second!r}")
+
+
+def _check_addrs(addrs: object) -> tuple[AddrTuple, ...]:
+    # A bare str is a Sequence too; refusing anything but tuple/list keeps
+    # ``register(uid, ("host", 1), ...)`` (one address, not a list of them) an error.
+    if not isinstance(addrs, tuple | list):
+        _invalid(f"addrs must be a tuple or list of addresses, got {addrs!r}")
+    if not addrs:
+        _invalid("addrs must not be empty")
+    ordered: dict[AddrTuple, None] = {}
+    for addr in addrs:
+        key = _check_addr(addr)
+        # pop + insert = "an address seen again moves to the end" within the call too
+        ordered.pop(key, None)
+        ordered[key] = None
+    return tuple(ordered)
+
+
+def _check_ttl(ttl: object) -> float:
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        _invalid(f"ttl must be an int or float number of seconds, got {ttl!r}")
+    try:
+        value = float(ttl)
+    except OverflowError:
+        _invalid(f"ttl must be finite, got {ttl!r}")
+    if not math.isfinite(value) or value <= 0:
+        _invalid(f"ttl must be a finite number > 0, got {ttl!r}")
+    return value
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        _invalid(f"name must be a non-empty str, got {name!r}")
+    return name
+
+
+class MemoryBackend:
+    """:class:`~tractor_reg.backends.RegistryBackend` kept in process memory.
+
+    Indexes: ``_entries`` (uid -> entry) and, per name, ``_by_name`` (uuid -> None) are
+    both kept in revision order (a re-registered uid is moved to the end), so "most
+    recent" is the last live item and lookups never scan other names. ``_owner`` maps
+    each address to its uid. ``_expiry`` is a lazy min-heap of ``(expires_at, uid)``
+    so purging and "is anything expired?" checks cost O(log n) per expired entry.
+    """
+
+    scheme: str = "memory"
+
+    def __init__(self, *, clock: Clock = DEFAULT_CLOCK) -> None:
+        self._clock = clock
+        self._opened = False
+        self._closed = False
+        self._revision = 0
+        self._entries: dict[Uid, Entry] = {}
+        self._by_name: dict[str, dict[str, None]] = {}
+        self._owner: dict[AddrTuple, Uid] = {}
+        self._expiry: list[tuple[float, Uid]] = []
+        self._changed = trio.Event()
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock = DEFAULT_CLOCK) -> Self:
+        """Build from ``memory://`` (or ``memory:///``); the URL takes no options.
+
+        Raises :class:`~tractor_reg.BackendURLError` naming the offending part if the URL
+        has a host, a path, a query or a fragment, or is not a ``memory`` URL.
+        """
+        if not isinstance(url, str):
+            raise BackendURLError(f"backend URL must be a str, got {url!r}")
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:
+            raise BackendURLError(f"malformed backend URL {url!r}: {exc}") from exc
+        if parts.scheme != cls.scheme:
+            raise BackendURLError(f"not a memory:// URL: {url!r}")
+        if parts.netloc:
+            raise BackendURLError(f"memory:// takes no host, got {parts.netloc!r} in {url!r}")
+        if parts.path not in ("", "/"):
+            raise BackendURLError(f"memory:// takes no path, got {parts.path!r} in {url!r}")
+        if parts.query:
+            raise BackendURLError(
+                f"memory:// takes no query options, got {parts.query!r} in {url!r}"
+            )
+        if parts.fragment:
+            raise BackendURLError(f"memory:// takes no fragment, got {parts.fragment!r} in {url!r}")
+        return cls(clock=clock)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._opened else "new"
+        return f"<MemoryBackend {state} revision={self._revision} entries={len(self._entries)}>"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Mark the store usable. A second ``open`` raises :class:`BackendError`."""
+        await trio.lowlevel.checkpoint()
+        if self._closed:
+            raise BackendClosed("memory backend is closed")
+        if self._opened:
+            raise BackendError("memory backend is already opened")
+        self._opened = True
+
+    async def aclose(self) -> None:
+        """Drop the table and wake every ``wait_changed`` caller (they raise
+        :class:`BackendClosed`). Idempotent; closes even if the caller is cancelled."""
+        if not self._closed:
+            self._closed = True
+            self._entries.clear()
+            self._by_name.clear()
+            self._owner.clear()
+            self._expiry.clear()
+            self._changed.set()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise BackendClosed("memory backend is closed")
+        if not self._opened:
+            raise BackendClosed("memory backend not opened: await open() first")
+
+    async def _enter(self) -> None:
+        # Checkpoint *before* touching state so the synchronous body that follows runs
+        # atomically, and a cancelled call has changed nothing.
+        await trio.lowlevel.checkpoint()
+        self._check_usable()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _live(self, entry: Entry, now: float) -> bool:
+        return now < entry.expires_at
+
+    def _changed_now(self) -> None:
+        self._revision += 1
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _push_expiry(self, entry: Entry) -> None:
+        heapq.heappush(self._expiry, (entry.expires_at, entry.uid))
+        # renew() leaves stale heap items behind; rebuild before they dominate memory.
+        if len(self._expiry) > 2 * len(self._entries) + 64:
+            self._expiry = [(e.expires_at, uid) for uid, e in self._entries.items()]
+            heapq.heapify(self._expiry)
+
+    def _heap_top_current(self) -> tuple[float, Uid] | None:
+        """Discard stale heap items; return the soonest real expiry, if any."""
+        heap = self._expiry
+        while heap:
+            expires_at, uid = heap[0]
+            entry = self._entries.get(uid)
+            if entry is not None and entry.expires_at == expires_at:
+                return heap[0]
+            heapq.heappop(heap)
+        return None
+
+    def _any_expired(self, now: float) -> bool:
+        top = self._heap_top_current()
+        return top is not None and not now < top[0]
+
+    def _remove(self, uid: Uid) -> Entry:
+        entry = self._entries.pop(uid)
+        names = self._by_name[uid[0]]
+        del names[uid[1]]
+        if not names:
+            del self._by_name[uid[0]]
+        for addr in entry.addrs:
+            if self._owner.get(addr) == uid:
+                del self._owner[addr]
+        return entry
+
+    def _drop_addr(self, uid: Uid, addr: AddrTuple) -> None:
+        """Take ``addr`` away from ``uid``; a uid left without addresses disappears."""
+        entry = self._entries[uid]
+        rest = tuple(a for a in entry.addrs if a != addr)
+        del self._owner[addr]
+        if rest:
+            # Plain assignment keeps the uid's position: losing an address is not a
+            # (re-)registration, so its revision and order stay.
+            self._entries[uid] = msgspec.structs.replace(entry, addrs=rest)
+        else:
+            self._remove(uid)
+
+    def _live_entry(self, uid: Uid, now: float) -> Entry | None:
+        entry = self._entries.get(uid)
+        if entry is None or not self._live(entry, now):
+            return None
+        return entry
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def register(
+        self, uid: Uid, addrs: Sequence[AddrTuple], ttl: float, *, registrar: str = ""
+    ) -> Entry:
+        """Upsert ``uid``; see the contract in :mod:`tractor_reg.backends._base`."""
+        await self._enter()
+        key = _check_uid(uid)
+        new_addrs = _check_addrs(addrs)
+        lease = _check_ttl(ttl)
+        if not isinstance(registrar, str):
+            _invalid(f"registrar must be a str, got {registrar!r}")
+        now = self._clock()
+        expires_at = now + lease
+        if not math.isfinite(expires_at):
+            _invalid(f"ttl {ttl!r} is too large")
+
+        # Validation is over: nothing below may raise, so the write is all-or-nothing.
+        old = self._entries.get(key)
+        if old is not None and not self._live(old, now):
+            self._remove(key)
+            old = None
+        for addr in new_addrs:
+            owner = self._owner.get(addr)
+            if owner is not None and owner != key:
+                self._drop_addr(owner, addr)
+        if old is None:
+            kept: tuple[AddrTuple, ...] = ()
+            registered_at = now
+        else:
+            moving = set(new_addrs)
+            kept = tuple(a for a in old.addrs if a not in moving)
+            registered_at = old.registered_at
+        self._changed_now()
+        entry = Entry(
+            name=key[0],
+            uuid=key[1],
+            addrs=kept + new_addrs,
+            revision=self._revision,
+            registered_at=registered_at,
+            expires_at=expires_at,
+            registrar=registrar,
+        )
+        # pop + insert moves the uid to the end of both orderings (newest revision last)
+        self._entries.pop(key, None)
+        self._entries[key] = entry
+        names = self._by_name.setdefault(key[0], {})
+        names.pop(key[1], None)
+        names[key[1]] = None
+        for addr in new_addrs:
+            self._owner[addr] = key
+        self._push_expiry(entry)
+        return entry
+
+    async def unregister(self, uid: Uid) -> Entry | None:
+        """Delete a live ``uid`` and return it; ``None`` (no change) if absent or expired."""
+        await self._enter()
+        key = _check_uid(uid)
+        if self._live_entry(key, self._clock()) is None:
+            return None
+        entry = self._remove(key)
+        self._changed_now()
+        return entry
+
+    async def renew(self, uid: Uid, ttl: float) -> Entry | None:
+        """Set a live uid's ``expires_at`` to ``now + ttl``. Not a change: no revision bump."""
+        await self._enter()
+        key = _check_uid(uid)
+        lease = _check_ttl(ttl)
+        now = self._clock()
+        expires_at = now + lease
+        if not math.isfinite(expires_at):
+            _invalid(f"ttl {ttl!r} is too large")
+        entry = self._live_entry(key, now)
+        if entry is None:
+            return None
+        entry = msgspec.structs.replace(entry, expires_at=expires_at)
+        self._entries[key] = entry
+        self._push_expiry(entry)
+        return entry
+
+    async def delete_addr(self, addr: AddrTuple) -> Uid | None:
+        """Remove ``addr`` from the live uid holding it and return that uid, else ``None``."""
+        await self._enter()
+        key = _check_addr(addr)
+        owner = self._owner.get(key)
+        if owner is None or self._live_entry(owner, self._clock()) is None:
+            return None
+        self._drop_addr(owner, key)
+        self._changed_now()
+        return owner
+
+    async def purge_expired(self) -> list[Entry]:
+        """Delete every expired entry; return them in revision order (oldest first)."""
+        await self._enter()
+        now = self._clock()
+        purged: list[Entry] = []
+        while (top := self._heap_top_current()) is not None and not now < top[0]:
+            heapq.heappop(self._expiry)
+            purged.append(self._remove(top[1]))
+        if purged:
+            self._changed_now()
+            purged.sort(key=lambda e: e.revision)
+        return purged
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def get(self, uid: Uid) -> Entry | None:
+        """The live entry of ``uid``, or ``None``."""
+        await self._enter()
+        return self._live_entry(_check_uid(uid), self._clock())
+
+    async def owner_of(self, addr: AddrTuple) -> Entry | None:
+        """The live entry holding ``addr``, or ``None``."""
+        await self._enter()
+        owner = self._owner.get(_check_addr(addr))
+        if owner is None:
+            return None
+        return self._live_entry(owner, self._clock())
+
+    async def lookup(self, name: str) -> Entry | None:
+        """The live entry of ``name`` with the highest revision, or ``None``.
+
+        Walks the name's uids newest first, so the cost is one step plus one per
+        expired-but-not-purged entry newer than the answer.
+        """
+        await self._enter()
+        name = _check_name(name)
+        now = self._clock()
+        for uuid in reversed(self._by_name.get(name, {})):
+            entry = self._entries[(name, uuid)]
+            if self._live(entry, now):
+                return entry
+        return None
+
+    async def lookup_all(self, name: str) -> list[Entry]:
+        """Every live entry of ``name``, most recent first."""
+        await self._enter()
+        name = _check_name(name)
+        now = self._clock()
+        found = (self._entries[(name, uuid)] for uuid in reversed(self._by_name.get(name, {})))
+        return [e for e in found if self._live(e, now)]
+
+    async def entries(self) -> list[Entry]:
+        """Every live entry, oldest revision first."""
+        await self._enter()
+        now = self._clock()
+        return [e for e in self._entries.values() if self._live(e, now)]
+
+    async def count(self) -> int:
+        """The number of live entries (O(1) unless something expired is still stored)."""
+        await self._enter()
+        now = self._clock()
+        if not self._any_expired(now):
+            return len(self._entries)
+        return sum(1 for e in self._entries.values() if self._live(e, now))
+
+    async def revision(self) -> int:
+        """The current store revision; 0 for a new store."""
+        await self._enter()
+        return self._revision
+
+    async def wait_changed(self, after: int) -> int:
+        """Block until the store revision exceeds ``after`` and return it.
+
+        Returns after one checkpoint if it already does. Cancellable. Raises
+        :class:`BackendClosed` if the backend is closed while waiting.
+        """
+        await self._enter()
+        if isinstance(after, bool) or not isinstance(after, int):
+            _invalid(f"after must be an int revision, got {after!r}")
+        while self._revision <= after:
+            await self._changed.wait()
+            self._check_usable()
+        return self._revision

@@ -1,0 +1,127 @@
+"""Building backends from URLs.
+
+A backend URL's scheme picks the class: first from the built-in :data:`BACKENDS` table,
+then from installed plugins, i.e. entry points in the group ``tractor_reg.backends``
+whose name is the scheme and whose value is the backend class. The class builds itself
+from the full URL through a ``from_url(url, *, clock)`` classmethod, which owns the
+parsing of host, path and query options for its scheme.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import metadata
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+
+from .._exceptions import BackendError, BackendURLError
+from ._base import DEFAULT_CLOCK, Clock, RegistryBackend
+
+__all__ = ["BACKENDS", "ENTRY_POINT_GROUP", "open_backend", "opened_backend"]
+
+#: Built-in schemes: scheme -> ``"module:Class"``. Imported lazily, so a backend's driver
+#: is only needed when its scheme is used. New built-in backends add a row here.
+BACKENDS: dict[str, str] = {
+    "memory": "tractor_reg.backends._memory:MemoryBackend",
+}
+
+#: Entry-point group that third-party backends register their class under.
+ENTRY_POINT_GROUP = "tractor_reg.backends"
+
+
+def _plugin_entry_points() -> metadata.EntryPoints:
+    return metadata.entry_points(group=ENTRY_POINT_GROUP)
+
+
+def _known_schemes() -> list[str]:
+    return sorted(set(BACKENDS) | {ep.name for ep in _plugin_entry_points()})
+
+
+def _import_path(path: str) -> Any:
+    module_name, _, attr = path.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _resolve_class(scheme: str, url: str) -> Any:
+    if scheme in BACKENDS:
+        target = BACKENDS[scheme]
+        try:
+            return _import_path(target)
+        except (ImportError, AttributeError) as exc:
+            raise BackendError(f"cannot import backend {target!r} for {scheme}://") from exc
+    matches = [ep for ep in _plugin_entry_points() if ep.name == scheme]
+    if not matches:
+        known = ", ".join(f"{s}://" for s in _known_schemes())
+        raise BackendURLError(f"unknown backend scheme {scheme!r} in {url!r}; known: {known}")
+    if len({ep.value for ep in matches}) > 1:
+        values = ", ".join(sorted({ep.value for ep in matches}))
+        raise BackendError(f"several plugins claim the {scheme}:// scheme: {values}")
+    try:
+        return matches[0].load()
+    except Exception as exc:
+        raise BackendError(
+            f"cannot load backend plugin {matches[0].value!r} for {scheme}://"
+        ) from exc
+
+
+def open_backend(url: str, *, clock: Clock = DEFAULT_CLOCK) -> RegistryBackend:
+    """Build (but do not open) the backend a URL names.
+
+    Raises :class:`~tractor_reg.BackendURLError` if ``url`` is not a non-empty str, is
+    malformed, has no scheme, has a scheme no built-in backend or plugin handles (the
+    message lists the known schemes), or has options its backend rejects; and
+    :class:`~tractor_reg.BackendError` if the backend class cannot be imported or is not
+    a :class:`RegistryBackend`.
+    """
+    if not isinstance(url, str):
+        raise BackendURLError(f"backend URL must be a str, got {type(url).__name__}")
+    if not url:
+        raise BackendURLError("backend URL is empty")
+    if url != url.strip() or any(ord(c) < 0x20 or c == "\x7f" for c in url):
+        raise BackendURLError(f"malformed backend URL {url!r}: whitespace or control char")
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError as exc:
+        raise BackendURLError(f"malformed backend URL {url!r}: {exc}") from exc
+    if not scheme:
+        known = ", ".join(f"{s}://" for s in _known_schemes())
+        raise BackendURLError(f"backend URL {url!r} has no scheme; known: {known}")
+
+    cls = _resolve_class(scheme, url)
+    from_url = getattr(cls, "from_url", None)
+    if not callable(from_url):
+        raise BackendError(f"backend class {cls!r} for {scheme}:// has no from_url()")
+    backend = from_url(url, clock=clock)
+    if not isinstance(backend, RegistryBackend):
+        raise BackendError(f"{cls!r}.from_url() did not return a RegistryBackend")
+    return backend
+
+
+@asynccontextmanager
+async def opened_backend(
+    url_or_backend: str | RegistryBackend, *, clock: Clock = DEFAULT_CLOCK
+) -> AsyncIterator[RegistryBackend]:
+    """Open a backend for the duration of the block and always close it.
+
+    A str is built with :func:`open_backend` (using ``clock``); a backend instance must
+    not be opened yet and is used as is (``clock`` is ignored). ``aclose`` runs in a
+    shielded scope, so it completes even when the block raises or is cancelled, and also
+    when ``open`` itself failed part way.
+    """
+    if isinstance(url_or_backend, RegistryBackend):
+        backend = url_or_backend
+    else:
+        backend = open_backend(url_or_backend, clock=clock)
+    try:
+        await backend.open()
+        yield backend
+    finally:
+        with trio.CancelScope(shield=True):
+            await backend.aclose()
