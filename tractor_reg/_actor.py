@@ -119,7 +119,8 @@ class Actor:
         self._listeners: list[trio.SocketListener] = []
         self._serve_scope = trio.CancelScope()
         self._service: trio.Nursery | None = None
-        self._root_scope: trio.CancelScope | None = None
+        # Created up front: a cancel that arrives while booting must still end the body.
+        self._root_scope = trio.CancelScope()
         self._registered_with: Address | None = None
         self._parent_chan: Channel | None = None
         self.cancel_called = trio.Event()
@@ -135,13 +136,14 @@ class Actor:
     def aid(self) -> Aid:
         return Aid(self.name, self.uuid, self.pid, self.is_registrar, tuple(self.accept_addrs))
 
-    def _hello(self) -> Handshake:
+    def _hello(self, role: str = "peer") -> Handshake:
         return Handshake(
             name=self.name,
             uuid=self.uuid,
             pid=self.pid,
             is_registrar=self.is_registrar,
             accept_addrs=[unwrap_address(a) for a in self.accept_addrs],
+            role=role,
         )
 
     def __repr__(self) -> str:
@@ -209,8 +211,7 @@ class Actor:
     def cancel_soon(self) -> None:
         """Begin shutting this actor down; returns immediately."""
         self.cancel_called.set()
-        if self._root_scope is not None:
-            self._root_scope.cancel()
+        self._root_scope.cancel()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -235,7 +236,7 @@ class Actor:
                         await self._bind()
                         service.start_soon(self._serve_listeners)
                         await self._after_bind(service)
-                        with trio.CancelScope() as self._root_scope:
+                        with self._root_scope:
                             yield self
                     finally:
                         with trio.CancelScope(shield=True):
@@ -270,7 +271,7 @@ class Actor:
             await self._register()
             service.start_soon(self._lease_loop)
         if self.parent_addr is not None:
-            self._parent_chan = await self.dial(self.parent_addr, cache=False)
+            self._parent_chan = await self.dial(self.parent_addr, cache=False, role="child")
             service.start_soon(self._watch_parent, self._parent_chan)
 
     async def _teardown(self) -> None:
@@ -376,7 +377,7 @@ class Actor:
 
     # -- connections ---------------------------------------------------------------------
 
-    async def dial(self, addr: Address, *, cache: bool = True) -> Channel:
+    async def dial(self, addr: Address, *, cache: bool = True, role: str = "peer") -> Channel:
         """Connect and handshake with the actor at ``addr``; cached per address by default.
 
         The channel's messages are served by this actor (calls both ways work).
@@ -394,14 +395,14 @@ class Actor:
                 chan = await self._dial_new(addr)
                 self._dialled[addr] = chan
                 return chan
-        return await self._dial_new(addr)
+        return await self._dial_new(addr, role)
 
-    async def _dial_new(self, addr: Address) -> Channel:
+    async def _dial_new(self, addr: Address, role: str = "peer") -> Channel:
         assert self._service is not None, "actor is not running"
         stream = await open_stream(addr, self.connect_timeout)
         chan = Channel(stream, raddr=addr, max_frame_size=self.max_frame_size)
         try:
-            await chan.handshake(self._hello(), self.handshake_timeout)
+            await chan.handshake(self._hello(role), self.handshake_timeout)
         except (*CONNECT_ERRORS,):
             await chan.aclose()
             raise
@@ -432,7 +433,9 @@ class Actor:
     def _add_peer(self, chan: Channel) -> None:
         assert chan.aid is not None
         self._peers.setdefault(chan.aid.uid, []).append(chan)
-        waiter = self._child_waiters.get(chan.aid.uuid)
+        # Only the connection a child opens to announce itself (after it registered)
+        # counts as its arrival; its registry connection may reach us first.
+        waiter = self._child_waiters.get(chan.aid.uuid) if chan.aid.role == "child" else None
         if waiter is not None and not waiter[0].is_set():
             waiter[1].append(chan)
             waiter[0].set()

@@ -226,8 +226,12 @@ async def wait_for_actor(
     if timeout is None:
         chan = await _wait_and_connect(actor, name, regs)
     else:
-        with trio.fail_after(timeout):
-            chan = await _wait_and_connect(actor, name, regs)
+        waited: Channel | None = None
+        with trio.move_on_after(timeout):
+            waited = await _wait_and_connect(actor, name, regs)
+        if waited is None:
+            raise TimeoutError(f"no actor named {name!r} registered within {timeout}s")
+        chan = waited
     try:
         yield Portal(chan, actor=actor)
     finally:

@@ -47,6 +47,7 @@ class Aid(msgspec.Struct, frozen=True):
     pid: int
     is_registrar: bool
     accept_addrs: tuple[Address, ...] = ()
+    role: str = "peer"
 
     @property
     def uid(self) -> tuple[str, str]:
@@ -164,7 +165,7 @@ class Channel:
             raise HandshakeError(f"handshake carries a bad address: {exc}") from exc
         if not msg.name or not msg.uuid:
             raise HandshakeError("handshake with an empty name or uuid")
-        self.aid = Aid(msg.name, msg.uuid, msg.pid, msg.is_registrar, addrs)
+        self.aid = Aid(msg.name, msg.uuid, msg.pid, msg.is_registrar, addrs, msg.role)
         return self.aid
 
     # -- RPC client side -----------------------------------------------------------------

@@ -24,6 +24,8 @@ class Handshake(msgspec.Struct, tag="hello", tag_field="t", frozen=True):
     version: int = PROTOCOL_VERSION
     #: The addresses this actor accepts connections on (plain tuples).
     accept_addrs: list[tuple[str, int | str]] = []
+    #: "child" on the connection a freshly spawned actor opens to its parent.
+    role: str = "peer"
 
 
 class Call(msgspec.Struct, tag="call", tag_field="t", frozen=True):

@@ -1,0 +1,667 @@
+"""Discovery benchmark: registrar lookups and ``find_actor`` vs a bare trio echo.
+
+Run from the repository root: ``python -m bench [--quick] [--n N] [--reps R] [--json PATH]``.
+See ``bench/README.md`` for what every figure means and the targets.
+
+Every server (the echo baseline, the registrar, the target actor, the 16 client
+processes) is a separate OS process started from here (``python -m bench._roles``), in
+its own process group, awaited by the ``READY`` line it prints (with a deadline), and
+stopped at the end whatever happened (stdin EOF, then SIGINT, then SIGKILL of the group).
+The measuring client runs in this process. Repetitions are interleaved (echo, lookup,
+find_actor, ... then the next repetition) so that machine noise hits every row alike;
+each ratio is the median of the per-repetition ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import trio
+
+import tractor_reg
+from bench._roles import FrameStream
+
+ROOT = Path(__file__).resolve().parent.parent
+TRANSPORTS = ("tcp", "uds")
+CONCURRENCY = 16
+READY_DEADLINE = 20.0
+TARGET_NAME = "target"
+
+#: (row measured, baseline row, minimum ratio) per transport; PASS/FAIL is printed.
+TARGETS: list[tuple[str, str, float]] = [
+    ("lookup", "echo", 0.70),
+    ("find", "echo", 0.25),
+]
+#: Ratios printed for information only.
+INFO_RATIOS: list[tuple[str, str]] = [
+    ("find", "connect"),
+    ("lookup16t", "echo"),
+    ("lookup16p", "echo"),
+]
+
+ROWS: dict[str, str] = {
+    "echo": "echo round trip, 1 conn (baseline)",
+    "lookup": "registrar lookup, reused portal",
+    "find": "find_actor (lookup+connect+hs+close)",
+    "connect": "echo connect+1 rt+close (reference)",
+    "echo16": "echo, 16 tasks x own conn (reference)",
+    "lookup16t": "lookups, 16 tasks, one shared portal",
+    "lookup16p": "lookups, 16 client processes",
+}
+ROW_ORDER = ["echo", "lookup", "find", "connect", "echo16", "lookup16t", "lookup16p"]
+
+#: Pids of process groups we started and have not reaped yet (last-resort cleanup).
+_LIVE_GROUPS: set[int] = set()
+
+
+class BenchError(RuntimeError):
+    """The benchmark itself could not run (a server did not start, a lookup failed)."""
+
+
+# -- results ----------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    key: str
+    transport: str
+    n: int
+    rates: list[float] = field(default_factory=list)  # ops/s, one per repetition
+    lat: list[float] = field(default_factory=list)  # seconds, pooled over repetitions
+
+    def add(self, rate: float, lat: list[float]) -> None:
+        self.rates.append(rate)
+        self.lat.extend(lat)
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.lat)
+        return {
+            "name": ROWS[self.key],
+            "transport": self.transport,
+            "ops_per_rep": self.n,
+            "reps": len(self.rates),
+            "ops_per_s_median": statistics.median(self.rates) if self.rates else None,
+            "ops_per_s_min": min(self.rates) if self.rates else None,
+            "ops_per_s_max": max(self.rates) if self.rates else None,
+            "ops_per_s_each": self.rates,
+            "p50_us": _pct(lat, 0.50) * 1e6 if lat else None,
+            "p99_us": _pct(lat, 0.99) * 1e6 if lat else None,
+        }
+
+
+def _pct(sorted_values: list[float], q: float) -> float:
+    idx = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[idx]
+
+
+# -- timing loops -----------------------------------------------------------------------
+
+Op = Callable[[], Awaitable[object]]
+
+
+async def timed(op: Op, n: int, warmup: int) -> tuple[float, list[float]]:
+    """``n`` sequential calls of ``op`` after ``warmup`` untimed ones: (ops/s, latencies)."""
+    for _ in range(warmup):
+        await op()
+    pc = time.perf_counter
+    lat = [0.0] * n
+    t0 = pc()
+    for i in range(n):
+        s = pc()
+        await op()
+        lat[i] = pc() - s
+    return n / (pc() - t0), lat
+
+
+async def timed_concurrent(ops: list[Op], per_task: int, warmup: int) -> tuple[float, list[float]]:
+    """One task per op, each doing ``per_task`` sequential calls: (aggregate ops/s, latencies)."""
+    async with trio.open_nursery() as nursery:
+        for op in ops:
+            nursery.start_soon(timed, op, 0, warmup)
+    pc = time.perf_counter
+    lat: list[float] = []
+
+    async def worker(op: Op) -> None:
+        for _ in range(per_task):
+            s = pc()
+            await op()
+            lat.append(pc() - s)
+
+    t0 = pc()
+    async with trio.open_nursery() as nursery:
+        for op in ops:
+            nursery.start_soon(worker, op)
+    return len(ops) * per_task / (pc() - t0), lat
+
+
+# -- the baseline client ----------------------------------------------------------------
+
+
+def _request(cid: int) -> dict[str, Any]:
+    # Shaped like the Call frame of a registrar lookup, so both carry similar payloads.
+    return {"t": "call", "cid": cid, "ns": "self", "func": "find_actor", "kwargs": {"name": TARGET_NAME}}
+
+
+async def open_raw(transport: str, tcp_port: int, uds_path: str) -> trio.abc.Stream:
+    if transport == "tcp":
+        return await trio.open_tcp_stream("127.0.0.1", tcp_port)
+    return await trio.open_unix_socket(uds_path)
+
+
+def echo_op(frames: FrameStream) -> Op:
+    counter = iter(range(1, 1 << 62))
+
+    async def op() -> object:
+        await frames.send(_request(next(counter)))
+        return await frames.recv()
+
+    return op
+
+
+def connect_op(transport: str, tcp_port: int, uds_path: str) -> Op:
+    async def op() -> object:
+        stream = await open_raw(transport, tcp_port, uds_path)
+        try:
+            frames = FrameStream(stream)
+            await frames.send(_request(1))
+            return await frames.recv()
+        finally:
+            await stream.aclose()
+
+    return op
+
+
+# -- the tractor_reg client -------------------------------------------------------------
+
+
+def lookup_op(portal: tractor_reg.Portal | tractor_reg.LocalPortal) -> Op:
+    async def op() -> object:
+        found = await portal.run_from_ns("self", "find_actor", name=TARGET_NAME)
+        if not found:
+            raise BenchError(f"registrar lookup of {TARGET_NAME!r} found nothing")
+        return found
+
+    return op
+
+
+def find_op(reg: tractor_reg.Address, transport: str) -> Op:
+    async def op() -> object:
+        async with tractor_reg.find_actor(
+            TARGET_NAME, registry_addrs=[reg], enable_transports=[transport]
+        ) as portal:
+            if portal is None:
+                raise BenchError(f"find_actor({TARGET_NAME!r}) found nothing")
+        return portal
+
+    return op
+
+
+# -- child processes --------------------------------------------------------------------
+
+
+class Child:
+    """A process started by the benchmark, in its own process group."""
+
+    def __init__(self, label: str, proc: trio.Process, log_path: Path, log_file: TextIO) -> None:
+        self.label = label
+        self.proc = proc
+        self.log_path = log_path
+        self._log_file = log_file
+        self._buf = b""
+
+    def stderr_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no stderr captured)"
+        return "\n".join(text.splitlines()[-lines:]) or "(stderr empty)"
+
+    async def read_line(self) -> str:
+        assert self.proc.stdout is not None
+        while b"\n" not in self._buf:
+            chunk = await self.proc.stdout.receive_some(65536)
+            if not chunk:
+                raise BenchError(
+                    f"{self.label} exited (code {self.proc.poll()}) before answering; "
+                    f"stderr tail:\n{self.stderr_tail()}"
+                )
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode(errors="replace")
+
+    async def expect(self, word: str, deadline: float, what: str) -> list[str]:
+        """Read lines until one starts with ``word``; its remaining words."""
+        with trio.move_on_after(deadline) as scope:
+            while True:
+                words = (await self.read_line()).split()
+                if words and words[0] == word:
+                    return words[1:]
+        assert scope.cancelled_caught
+        raise BenchError(
+            f"{self.label}: no {word!r} line within {deadline}s while waiting for {what}; "
+            f"stderr tail:\n{self.stderr_tail()}"
+        )
+
+    async def send_line(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        await self.proc.stdin.send_all(line.encode() + b"\n")
+
+    async def stop(self, grace: float = 3.0) -> None:
+        """EOF on stdin (clean exit), then SIGINT, then SIGKILL to the whole group."""
+        with trio.CancelScope(shield=True):
+            if self.proc.stdin is not None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self.proc.stdin.aclose()
+            for sig in (None, signal.SIGINT, signal.SIGKILL):
+                if sig is not None and self.proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(self.proc.pid, sig)
+                with trio.move_on_after(grace if sig != signal.SIGKILL else 10.0):
+                    await self.proc.wait()
+                if self.proc.returncode is not None:
+                    break
+            _LIVE_GROUPS.discard(self.proc.pid)
+            self._log_file.close()
+
+
+class Cluster:
+    """The processes of one benchmark run and the scratch directory they use."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.children: list[Child] = []
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TRACTOR_REG_")}
+        self.env["XDG_RUNTIME_DIR"] = str(tmp / "run")
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+        )
+
+    async def start(self, label: str, role: str, *args: str) -> Child:
+        log_path = self.tmp / f"{label}.stderr"
+        log_file = log_path.open("w")
+        try:
+            proc = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "bench._roles", role, *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                start_new_session=True,
+                cwd=str(ROOT),
+                env=self.env,
+            )
+        except BaseException:
+            log_file.close()
+            raise
+        _LIVE_GROUPS.add(proc.pid)
+        child = Child(label, proc, log_path, log_file)
+        self.children.append(child)
+        return child
+
+    async def stop_all(self) -> None:
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                # Clients and the target first, so they unregister while the registrar lives.
+                for child in reversed(self.children):
+                    if child.label != "registrar":
+                        nursery.start_soon(child.stop)
+            for child in self.children:
+                if child.label == "registrar":
+                    await child.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def scratch_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="tr-"))
+    (path / "run").mkdir(mode=0o700)
+    old = os.environ.get("XDG_RUNTIME_DIR")
+    # This process's own actor binds its UDS socket in the runtime dir too: keep it here.
+    os.environ["XDG_RUNTIME_DIR"] = str(path / "run")
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("XDG_RUNTIME_DIR", None)
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = old
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    n: int
+    reps: int
+    warmup: int
+    n_find: int
+    per_task: int
+    procs: bool
+    quick: bool
+
+
+@dataclass
+class Env:
+    echo_tcp: int
+    echo_uds: str
+    reg_tcp: tractor_reg.TCPAddress
+    reg_uds: tractor_reg.UDSAddress
+
+    def reg(self, transport: str) -> tractor_reg.Address:
+        return self.reg_tcp if transport == "tcp" else self.reg_uds
+
+
+@contextlib.asynccontextmanager
+async def echo_conns(env: Env, transport: str, count: int) -> AsyncIterator[list[FrameStream]]:
+    streams: list[trio.abc.Stream] = []
+    try:
+        for _ in range(count):
+            streams.append(await open_raw(transport, env.echo_tcp, env.echo_uds))
+        yield [FrameStream(s) for s in streams]
+    finally:
+        with trio.CancelScope(shield=True):
+            for stream in streams:
+                await stream.aclose()
+
+
+async def run_clients_round(
+    clients: list[Child], transport: str, per_client: int, warmup: int
+) -> tuple[float, list[float]]:
+    start_at = time.perf_counter() + 0.2 + 0.02 * len(clients)
+    for client in clients:
+        await client.send_line(f"GO {transport} {per_client} {warmup} {start_at!r}")
+    results: list[dict[str, Any]] = []
+    for client in clients:
+        words = await client.expect("RESULT", 120.0, f"{transport} lookups")
+        results.append(json.loads(" ".join(words)))
+    t0 = min(r["t0"] for r in results)
+    t1 = max(r["t1"] for r in results)
+    lat = [us / 1e6 for r in results for us in r["lat_us"]]
+    return len(lat) / (t1 - t0), lat
+
+
+async def measure(cfg: Config, cluster: Cluster, progress: Callable[[str], None]) -> dict[str, Row]:
+    tmp = cluster.tmp
+    echo_uds = str(tmp / "echo.sock")
+    reg_uds = tractor_reg.UDSAddress(str(tmp), "registrar.sock")
+    reg_tcp = tractor_reg.TCPAddress("127.0.0.1", free_port())
+    uds_arg = ["--uds", reg_uds.path]
+
+    progress("starting echo server, registrar and target processes")
+    echo = await cluster.start("echo", "echo", "--uds", echo_uds)
+    registrar = await cluster.start("registrar", "registrar", "--tcp-port", str(reg_tcp.port), *uds_arg)
+    echo_port = int((await echo.expect("READY", READY_DEADLINE, "the echo server"))[0])
+    await registrar.expect("READY", READY_DEADLINE, "the registrar")
+    target = await cluster.start("target", "target", "--tcp-port", str(reg_tcp.port), *uds_arg)
+    await target.expect("READY", READY_DEADLINE, "the target actor to register")
+    clients: list[Child] = []
+    if cfg.procs:
+        progress(f"starting {CONCURRENCY} client processes")
+        for i in range(CONCURRENCY):
+            clients.append(
+                await cluster.start(f"client{i}", "client", "--tcp-port", str(reg_tcp.port), *uds_arg)
+            )
+        for client in clients:
+            await client.expect("READY", READY_DEADLINE * 2, "a client process to join")
+    env = Env(echo_port, echo_uds, reg_tcp, reg_uds)
+
+    rows: dict[str, Row] = {}
+
+    def row(key: str, transport: str, n: int) -> Row:
+        return rows.setdefault(f"{key}.{transport}", Row(key, transport, n))
+
+    per_total = cfg.per_task * CONCURRENCY
+    async with tractor_reg.open_root_actor(
+        name="bench-client",
+        registry_addrs=[reg_tcp, reg_uds],
+        enable_transports=["tcp", "uds"],
+    ):
+        async with (
+            tractor_reg.get_registry(reg_tcp) as portal_tcp,
+            tractor_reg.get_registry(reg_uds) as portal_uds,
+            echo_conns(env, "tcp", 1) as echo_tcp,
+            echo_conns(env, "uds", 1) as echo_uds1,
+            echo_conns(env, "tcp", CONCURRENCY) as echo_tcp16,
+            echo_conns(env, "uds", CONCURRENCY) as echo_uds16,
+        ):
+            portals = {"tcp": portal_tcp, "uds": portal_uds}
+            echo1 = {"tcp": echo_tcp[0], "uds": echo_uds1[0]}
+            echo16 = {"tcp": echo_tcp16, "uds": echo_uds16}
+            for rep in range(cfg.reps):
+                progress(f"repetition {rep + 1}/{cfg.reps}")
+                for transport in TRANSPORTS:
+                    w, n = cfg.warmup, cfg.n
+                    portal = portals[transport]
+                    row("echo", transport, n).add(*await timed(echo_op(echo1[transport]), n, w))
+                    row("lookup", transport, n).add(*await timed(lookup_op(portal), n, w))
+                    find = find_op(env.reg(transport), transport)
+                    row("find", transport, cfg.n_find).add(
+                        *await timed(find, cfg.n_find, max(5, w // 4))
+                    )
+                    connect = connect_op(transport, env.echo_tcp, env.echo_uds)
+                    row("connect", transport, cfg.n_find).add(
+                        *await timed(connect, cfg.n_find, max(5, w // 4))
+                    )
+                    row("echo16", transport, per_total).add(
+                        *await timed_concurrent(
+                            [echo_op(f) for f in echo16[transport]], cfg.per_task, w // 4
+                        )
+                    )
+                    row("lookup16t", transport, per_total).add(
+                        *await timed_concurrent(
+                            [lookup_op(portal)] * CONCURRENCY, cfg.per_task, w // 4
+                        )
+                    )
+                    if clients:
+                        row("lookup16p", transport, per_total).add(
+                            *await run_clients_round(clients, transport, cfg.per_task, w // 4)
+                        )
+    return rows
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def _fmt_rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _fmt_us(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}" if value >= 1000 else f"{value:.1f}"
+
+
+def ratio_of(rows: dict[str, Row], key: str, base: str, transport: str) -> dict[str, Any] | None:
+    a, b = rows.get(f"{key}.{transport}"), rows.get(f"{base}.{transport}")
+    if a is None or b is None or not a.rates or not b.rates:
+        return None
+    paired = [x / y for x, y in zip(a.rates, b.rates, strict=False)]
+    return {
+        "measured": key,
+        "baseline": base,
+        "transport": transport,
+        "ratio": statistics.median(paired),
+        "ratio_min": min(paired),
+        "ratio_max": max(paired),
+        "ratio_of_medians": statistics.median(a.rates) / statistics.median(b.rates),
+    }
+
+
+def report(rows: dict[str, Row], cfg: Config, out: Callable[[str], None]) -> dict[str, Any]:
+    header = (
+        f"{'benchmark':<40} {'tr':<4} {'ops/rep':>7} {'ops/s median':>13} "
+        f"{'min-max':>17} {'p50 us':>8} {'p99 us':>8}"
+    )
+    out("")
+    out(header)
+    out("-" * len(header))
+    summaries: dict[str, Any] = {}
+    for transport in TRANSPORTS:
+        for key in ROW_ORDER:
+            r = rows.get(f"{key}.{transport}")
+            if r is None:
+                continue
+            s = r.summary()
+            summaries[f"{key}.{transport}"] = s
+            span = f"{_fmt_rate(s['ops_per_s_min'])}-{_fmt_rate(s['ops_per_s_max'])}"
+            out(
+                f"{s['name']:<40} {transport:<4} {r.n:>7} {_fmt_rate(s['ops_per_s_median']):>13} "
+                f"{span:>17} {_fmt_us(s['p50_us']):>8} {_fmt_us(s['p99_us']):>8}"
+            )
+        out("")
+    out("Ratios (median of per-repetition ratios, min-max in brackets):")
+    checks: list[dict[str, Any]] = []
+    for transport in TRANSPORTS:
+        for key, base, minimum in TARGETS:
+            rr = ratio_of(rows, key, base, transport)
+            if rr is None:
+                continue
+            rr["target"] = minimum
+            rr["pass"] = rr["ratio"] >= minimum
+            checks.append(rr)
+            verdict = "PASS" if rr["pass"] else "FAIL"
+            out(
+                f"  {transport} {key + ' / ' + base:<20} {rr['ratio']:6.3f} "
+                f"[{rr['ratio_min']:.3f}-{rr['ratio_max']:.3f}]  target >= {minimum:.2f}  {verdict}"
+            )
+        for key, base in INFO_RATIOS:
+            rr = ratio_of(rows, key, base, transport)
+            if rr is None:
+                continue
+            checks.append(rr)
+            out(
+                f"  {transport} {key + ' / ' + base:<20} {rr['ratio']:6.3f} "
+                f"[{rr['ratio_min']:.3f}-{rr['ratio_max']:.3f}]  (information)"
+            )
+    failed = [c for c in checks if c.get("pass") is False]
+    out("")
+    out(
+        "targets: all PASS"
+        if not failed
+        else "targets: FAIL " + ", ".join(f"{c['transport']} {c['measured']}/{c['baseline']}" for c in failed)
+    )
+    return {
+        "config": cfg.__dict__,
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "trio": trio.__version__,
+            "tractor_reg": tractor_reg.__version__,
+        },
+        "rows": summaries,
+        "ratios": checks,
+        "all_targets_pass": not failed,
+    }
+
+
+# -- entry point ------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="tractor_reg discovery benchmark: lookups and find_actor vs a bare trio echo.",
+    )
+    parser.add_argument("--quick", action="store_true", help="short run (well under 30 s)")
+    parser.add_argument("--n", type=int, default=None, help="sequential ops per repetition")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions (median reported)")
+    parser.add_argument("--json", metavar="PATH", default=None, help="also write results as JSON")
+    parser.add_argument(
+        "--no-procs", action="store_true", help=f"skip the {CONCURRENCY} client processes figure"
+    )
+    return parser.parse_args(argv)
+
+
+def make_config(args: argparse.Namespace) -> Config:
+    n = args.n if args.n is not None else (1000 if args.quick else 5000)
+    n = max(20, n)
+    reps = args.reps if args.reps is not None else (3 if args.quick else 5)
+    return Config(
+        n=n,
+        reps=max(1, reps),
+        warmup=max(20, n // 10),
+        n_find=max(10, n // 4),
+        per_task=max(10, n // 8),
+        procs=not args.no_procs,
+        quick=bool(args.quick),
+    )
+
+
+def _kill_leftovers() -> None:
+    for pid in list(_LIVE_GROUPS):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        _LIVE_GROUPS.discard(pid)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; 0 whatever the ratios (PASS/FAIL is printed), 1 if it could not run."""
+    args = parse_args(argv)
+    cfg = make_config(args)
+
+    def progress(msg: str) -> None:
+        print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    print(
+        f"tractor_reg discovery benchmark: n={cfg.n} (find_actor/connect {cfg.n_find}, "
+        f"{CONCURRENCY}x{cfg.per_task} concurrent), {cfg.reps} repetitions, warm-up {cfg.warmup}; "
+        f"python {platform.python_version()}, {os.cpu_count()} cpus",
+        flush=True,
+    )
+
+    async def run(tmp: Path) -> dict[str, Row]:
+        cluster = Cluster(tmp)
+        try:
+            return await measure(cfg, cluster, progress)
+        finally:
+            progress("stopping processes")
+            await cluster.stop_all()
+
+    try:
+        with scratch_dir() as tmp:
+            try:
+                rows = trio.run(run, tmp)
+            finally:
+                _kill_leftovers()
+    except KeyboardInterrupt:
+        print("interrupted; every process started was stopped", file=sys.stderr)
+        return 130
+    except BaseException as exc:  # noqa: BLE001 - report any failure of the harness itself
+        if isinstance(exc, SystemExit):
+            raise
+        traceback.print_exc()
+        print(f"benchmark could not run: {exc}", file=sys.stderr)
+        return 1
+    result = report(rows, cfg, print)
+    result["elapsed_s"] = time.perf_counter() - started
+    print(f"(run took {result['elapsed_s']:.1f} s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"results written to {args.json}")
+    return 0

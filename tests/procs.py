@@ -1,0 +1,159 @@
+"""Start helper OS processes for tests and make sure they are gone afterwards."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Proc:
+    """A child process in its own process group, with line-oriented stdout reading."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = REPO + os.pathsep + full_env.get("PYTHONPATH", "")
+        full_env.update(env or {})
+        self.argv = list(argv)
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            cwd=REPO,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._partial = b""
+        self._eof = False
+        self._stderr_chunks: list[bytes] = []
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stderr_tail(self, limit: int = 3000) -> str:
+        assert self.popen.stderr is not None
+        if self.popen.poll() is not None:
+            self._stderr_chunks.append(self.popen.stderr.read() or b"")
+        return b"".join(self._stderr_chunks).decode("utf-8", "replace")[-limit:]
+
+    def wait_line(self, prefix: str, timeout: float = 20.0) -> str:
+        """The first stdout line starting with ``prefix``; fails after ``timeout`` seconds."""
+        assert self.popen.stdout is not None
+        deadline = time.monotonic() + timeout
+        fd = self.popen.stdout.fileno()
+        while True:
+            for line in self.lines:
+                if line.startswith(prefix):
+                    self.lines.remove(line)
+                    return line
+            left = deadline - time.monotonic()
+            if left <= 0 or self._eof:
+                raise AssertionError(
+                    f"{self.argv} did not print {prefix!r} within {timeout}s "
+                    f"(exit code {self.popen.poll()}); stdout so far {self.lines!r}; "
+                    f"stderr tail:\n{self.stderr_tail()}"
+                )
+            if _readable(fd, min(left, 0.5)):
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    self._eof = True
+                    chunk = b"\n" if self._partial else b""
+                self._partial += chunk
+                *complete, self._partial = self._partial.split(b"\n")
+                self.lines.extend(c.decode("utf-8", "replace") for c in complete)
+
+    async def await_line(self, prefix: str, timeout: float = 20.0) -> str:
+        """:meth:`wait_line` without blocking the trio loop (for in-process registrars)."""
+        import trio
+
+        return await trio.to_thread.run_sync(self.wait_line, prefix, timeout)
+
+    async def await_exit(self, timeout: float = 20.0) -> int:
+        import trio
+
+        return await trio.to_thread.run_sync(self.wait, timeout)
+
+    def signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, sig)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(
+                f"{self.argv} did not exit within {timeout}s; stderr:\n{self.stderr_tail()}"
+            ) from exc
+
+    def kill_group(self) -> None:
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.popen.wait()
+        for stream in (self.popen.stdout, self.popen.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    ready, _, _ = select.select([fd], [], [], timeout)
+    return bool(ready)
+
+
+@contextmanager
+def spawn(argv: Sequence[str], env: dict[str, str] | None = None) -> Iterator[Proc]:
+    proc = Proc(argv, env)
+    try:
+        yield proc
+    finally:
+        proc.kill_group()
+
+
+def python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def registrar_argv(*addrs: str, extra: Sequence[str] = ()) -> list[str]:
+    """``tractor-reg serve`` on the given ``tcp://``/``uds://`` addresses."""
+    argv = python("-m", "tractor_reg", "serve", "--log-level", "warning")
+    for addr in addrs:
+        argv += ["--listen", addr]
+    return argv + list(extra)
+
+
+def joiner_argv(name: str, *reg_addrs: str, ttl: float = 30.0, renew: float | None = None) -> list[str]:
+    """A root actor called ``name`` that joins the registry and serves until killed."""
+    argv = python("-m", "tests.rpc_targets.joiner", name, "--ttl", str(ttl))
+    if renew is not None:
+        argv += ["--renew", str(renew)]
+    for addr in reg_addrs:
+        argv += ["--registry", addr]
+    return argv
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} still alive after {timeout}s")
+        time.sleep(0.02)
