@@ -49,13 +49,15 @@ DEFAULT_LEASE_TTL = 30.0
 DEFAULT_RENEW_INTERVAL = 10.0
 
 #: Errors that mean "that peer cannot be reached / talked to right now".
-CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+CONNECT_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     TimeoutError,
     TransportClosed,
     HandshakeError,
     ProtocolError,
 )
+#: ...plus a registrar that answered with an error.
+REGISTRY_ERRORS: tuple[type[Exception], ...] = (*CONNECT_ERRORS, RemoteActorError)
 
 
 class Actor:
@@ -197,7 +199,7 @@ class Actor:
         fn = getattr(module, func, None)
         if not (inspect.isfunction(fn) or inspect.isbuiltin(fn)):
             raise RPCNotAllowed(f"{ns}.{func} is not a function of an enabled module")
-        return fn  # type: ignore[no-any-return]
+        return fn
 
     # -- self endpoints ------------------------------------------------------------------
 
@@ -326,7 +328,7 @@ class Actor:
                 await portal.run_from_ns(
                     "self", "register_actor", uid=list(self.uid), addr=addrs, ttl=self.lease_ttl
                 )
-            except (*CONNECT_ERRORS, RemoteActorError) as exc:
+            except REGISTRY_ERRORS as exc:
                 log.warning("%r: registering at %s failed: %s", self, reg, exc)
                 continue
             self._registered_with = reg
@@ -339,7 +341,7 @@ class Actor:
         """Registrars to try: the one we last used first, then the rest in order."""
         if self._registered_with in self.reg_addrs:
             rest = [a for a in self.reg_addrs if a != self._registered_with]
-            return [self._registered_with, *rest]  # type: ignore[list-item]
+            return [self._registered_with, *rest]
         return list(self.reg_addrs)
 
     async def _lease_loop(self) -> None:
@@ -354,7 +356,7 @@ class Actor:
                 known = await portal.run_from_ns(
                     "self", "renew_lease", uid=list(self.uid), ttl=self.lease_ttl
                 )
-            except (*CONNECT_ERRORS, RemoteActorError) as exc:
+            except REGISTRY_ERRORS as exc:
                 log.warning("%r: lease renewal at %s failed (%s); failing over", self, reg, exc)
                 self._registered_with = None
                 await self._register()
@@ -372,7 +374,7 @@ class Actor:
         try:
             portal = await self.registry_portal(reg)
             await portal.run_from_ns("self", "unregister_actor", uid=list(self.uid))
-        except (*CONNECT_ERRORS, RemoteActorError) as exc:
+        except REGISTRY_ERRORS as exc:
             log.debug("%r: unregister at %s failed: %s", self, reg, exc)
 
     # -- connections ---------------------------------------------------------------------
@@ -403,7 +405,7 @@ class Actor:
         chan = Channel(stream, raddr=addr, max_frame_size=self.max_frame_size)
         try:
             await chan.handshake(self._hello(role), self.handshake_timeout)
-        except (*CONNECT_ERRORS,):
+        except CONNECT_ERRORS:
             await chan.aclose()
             raise
         self._service.start_soon(self._serve_channel, chan)
@@ -425,7 +427,12 @@ class Actor:
         with trio.move_on_after(1.0):
             try:
                 await chan.send(
-                    Error(cid=0, type_name=type(exc).__name__, message=str(exc), src_uid=list(self.uid))
+                    Error(
+                        cid=0,
+                        type_name=type(exc).__name__,
+                        message=str(exc),
+                        src_uid=list(self.uid),
+                    )
                 )
             except TransportClosed:
                 pass
@@ -499,7 +506,9 @@ class Actor:
                 chan.deliver(msg)
             elif isinstance(msg, Error):
                 if msg.cid == 0:
-                    log.warning("%r: peer %r reports: %s: %s", self, chan, msg.type_name, msg.message)
+                    log.warning(
+                        "%r: peer %r reports: %s: %s", self, chan, msg.type_name, msg.message
+                    )
                 else:
                     chan.deliver(msg)
             elif isinstance(msg, CancelCall):
@@ -507,9 +516,11 @@ class Actor:
                 if target is not None:
                     target.cancel()
             else:
-                exc = ProtocolError(f"unexpected {type(msg).__name__} frame after the handshake")
-                log.warning("%r: %s from %r", self, exc, chan)
-                await self._send_channel_error(chan, exc)
+                violation = ProtocolError(
+                    f"unexpected {type(msg).__name__} frame after the handshake"
+                )
+                log.warning("%r: %s from %r", self, violation, chan)
+                await self._send_channel_error(chan, violation)
                 return
 
     async def _run_call(self, chan: Channel, call: Call, scope: trio.CancelScope) -> None:
@@ -523,7 +534,7 @@ class Actor:
                     if inspect.isawaitable(result):
                         result = await result
                     reply = Return(cid=call.cid, value=result)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - boxed and sent to the caller
                     reply = self._error_reply(call.cid, exc)
             if reply is None:
                 return  # cancelled by the caller or by channel teardown: nobody waits
@@ -550,7 +561,7 @@ class Actor:
     # -- children ------------------------------------------------------------------------
 
     def expect_child(self, uuid: str) -> tuple[trio.Event, list[Channel]]:
-        waiter = (trio.Event(), [])
+        waiter: tuple[trio.Event, list[Channel]] = (trio.Event(), [])
         self._child_waiters[uuid] = waiter
         return waiter
 

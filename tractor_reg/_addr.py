@@ -91,9 +91,7 @@ def wrap_address(value: object) -> Address:
             if "\0" in first:
                 raise AddressError(f"address {value!r}: UDS directory contains NUL")
             return UDSAddress(first, second)
-    raise AddressError(
-        f"not a TCP (host, port) or UDS (directory, filename) address: {value!r}"
-    )
+    raise AddressError(f"not a TCP (host, port) or UDS (directory, filename) address: {value!r}")
 
 
 def unwrap_address(addr: Address) -> tuple[str, int] | tuple[str, str]:
@@ -148,13 +146,20 @@ def runtime_dir() -> Path:
     ``$XDG_RUNTIME_DIR/tractor_reg`` when that is set, else ``<tmp>/tractor_reg-<uid>``.
     """
     base = os.environ.get("XDG_RUNTIME_DIR")
-    path = Path(base, "tractor_reg") if base else Path(tempfile.gettempdir(), f"tractor_reg-{os.getuid()}")
+    path = (
+        Path(base, "tractor_reg")
+        if base
+        else Path(tempfile.gettempdir(), f"tractor_reg-{os.getuid()}")
+    )
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
 
 def default_registry_addr(transport: str) -> Address:
-    """The standard registry address of a transport: ``127.0.0.1:1616`` or ``registry@1616.sock``."""
+    """The standard registry address of a transport.
+
+    TCP: ``127.0.0.1:1616``; UDS: ``registry@1616.sock`` in :func:`runtime_dir`.
+    """
     if transport == "tcp":
         return TCPAddress(DEFAULT_REGISTRY_HOST, DEFAULT_REGISTRY_PORT)
     if transport == "uds":

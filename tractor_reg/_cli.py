@@ -102,5 +102,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         return 0
     return 2  # pragma: no cover - argparse enforces the choices
-
-

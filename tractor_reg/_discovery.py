@@ -13,9 +13,9 @@ from typing import Any
 
 import trio
 
-from ._actor import CONNECT_ERRORS, Actor
+from ._actor import CONNECT_ERRORS, REGISTRY_ERRORS, Actor
 from ._addr import Address, AddressLike, prefer_addr, wrap_address
-from ._exceptions import ActorNotFound, RegistryUnavailable, RemoteActorError
+from ._exceptions import ActorNotFound, RegistryUnavailable
 from ._ipc import Channel
 from ._portal import LocalPortal, Portal
 from ._state import current_actor
@@ -27,10 +27,12 @@ def _reg_addrs(actor: Actor, given: Sequence[AddressLike] | AddressLike | None) 
     if given is None:
         return list(actor.reg_addrs)
     if isinstance(given, str) or (
-        isinstance(given, tuple | list) and len(given) == 2 and not isinstance(given[0], tuple | list)
+        isinstance(given, tuple | list)
+        and len(given) == 2
+        and not isinstance(given[0], tuple | list)
     ):
         return [wrap_address(given)]
-    return [wrap_address(a) for a in given]  # type: ignore[union-attr]
+    return [wrap_address(a) for a in given]
 
 
 @asynccontextmanager
@@ -102,7 +104,7 @@ async def _connect_any(
 async def _report_stale(actor: Actor, reg: Address, addr: Address) -> None:
     try:
         await _ask(actor, reg, "delete_addr", addr=list(addr))
-    except (*CONNECT_ERRORS, RemoteActorError) as exc:
+    except REGISTRY_ERRORS as exc:
         log.debug("reporting %s to %s failed: %s", addr, reg, exc)
 
 
@@ -147,7 +149,9 @@ async def find_actor(
                     addrs = await _ask(actor, reg, "find_actor", name=name)
                     candidates = [addrs] if addrs else []
                 else:
-                    candidates = [e["addrs"] for e in await _ask(actor, reg, "find_actors", name=name)]
+                    candidates = [
+                        e["addrs"] for e in await _ask(actor, reg, "find_actors", name=name)
+                    ]
             except CONNECT_ERRORS as exc:
                 log.info("registrar %s unreachable: %s", reg, exc)
                 continue

@@ -52,9 +52,7 @@ def setup_logging(level: str | None, fmt: str = "text") -> None:
         handler.setFormatter(JSONFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter(
-                f"%(asctime)s %(levelname)-7s %(name)s[{os.getpid()}] %(message)s"
-            )
+            logging.Formatter(f"%(asctime)s %(levelname)-7s %(name)s[{os.getpid()}] %(message)s")
         )
     logger.addHandler(handler)
     logger.propagate = False

@@ -65,7 +65,12 @@ def _check_name(name: object) -> str:
 def _check_ttl(ttl: object, default: float) -> float:
     if ttl is None:
         return default
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) or ttl <= 0:
+    if (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, int | float)
+        or not math.isfinite(ttl)
+        or ttl <= 0
+    ):
         raise InvalidRequest(f"ttl must be a positive number of seconds, got {ttl!r}")
     return float(ttl)
 
@@ -145,10 +150,27 @@ class Registrar(Actor):
         addrs = _check_addrs(addr)
         lease = _check_ttl(ttl, self.lease_ttl)
         self._require_own_uid(key, "register_actor")
+        await self._refuse_live_address_theft(key, addrs)
         entry = await self.backend.register(
             key, [unwrap_address(a) for a in addrs], lease, registrar=self._registrar_id()
         )
         return {"revision": entry.revision, "ttl": lease}
+
+    async def _refuse_live_address_theft(self, uid: tuple[str, str], addrs: list[Address]) -> None:
+        """An address held by another uid moves only if that uid no longer answers at it.
+
+        Eviction is how an actor restarted on the same port reclaims its address; without
+        this check any peer could evict a healthy actor by claiming its address.
+        """
+        for addr in addrs:
+            owner = await self.backend.owner_of(unwrap_address(addr))
+            if owner is None or owner.uid == uid:
+                continue
+            if await self._verify_alive(addr, owner.uid):
+                raise PermissionDenied(
+                    f"address {addr} belongs to live actor {owner.name!r} ({owner.uuid}); "
+                    "it answers there, so it cannot be taken over"
+                )
 
     async def unregister_actor(self, uid: object) -> bool:
         """Remove ``uid``; only the actor itself may. ``True`` if it was registered."""

@@ -38,6 +38,7 @@ from ._ipc import (
 from ._log import setup_logging
 from ._msg import Handshake
 from ._registrar import DEFAULT_PROBE_TIMEOUT, DEFAULT_PURGE_INTERVAL, Registrar
+from ._util import collapse_eg
 from .backends import RegistryBackend, open_backend, opened_backend
 
 log = logging.getLogger("tractor_reg.root")
@@ -91,10 +92,13 @@ def resolve_registry_addrs(
             addrs = [default_registry_addr(t) for t in (transports or ["tcp"])]
     else:
         if isinstance(registry_addrs, str) or (
-            isinstance(registry_addrs, tuple) and len(registry_addrs) == 2
+            isinstance(registry_addrs, tuple)
+            and len(registry_addrs) == 2
             and not isinstance(registry_addrs[0], list | tuple)
         ):
-            raise TypeError("registry_addrs must be a list of addresses, e.g. [('127.0.0.1', 1616)]")
+            raise TypeError(
+                "registry_addrs must be a list of addresses, e.g. [('127.0.0.1', 1616)]"
+            )
         addrs = [wrap_address(a) for a in registry_addrs]
         if not addrs:
             raise ValueError("registry_addrs must contain at least one address")
@@ -116,7 +120,9 @@ async def probe_registry(addr: Address, timeout: float) -> Probe:
     except (OSError, TimeoutError):
         return "absent"
     chan = Channel(stream, raddr=addr)
-    hello = Handshake(name="boot-probe", uuid=str(uuidlib.uuid4()), pid=os.getpid(), is_registrar=False)
+    hello = Handshake(
+        name="boot-probe", uuid=str(uuidlib.uuid4()), pid=os.getpid(), is_registrar=False
+    )
     try:
         aid = await chan.handshake(hello, timeout)
     except CONNECT_ERRORS:
@@ -124,6 +130,20 @@ async def probe_registry(addr: Address, timeout: float) -> Probe:
     finally:
         await chan.aclose()
     return "registrar" if aid.is_registrar else "occupied"
+
+
+async def _probe_all(addrs: list[Address], timeout: float) -> dict[Address, Probe]:
+    """Probe every address concurrently, so the boot costs one probe deadline at most."""
+    results: dict[Address, Probe] = {}
+
+    async def _probe(addr: Address) -> None:
+        results[addr] = await probe_registry(addr, timeout)
+
+    with collapse_eg():
+        async with trio.open_nursery() as nursery:
+            for addr in addrs:
+                nursery.start_soon(_probe, addr)
+    return results
 
 
 def _join_bind_addrs(
@@ -208,14 +228,7 @@ async def open_root_actor(
     )
 
     for attempt in range(3):
-        results: dict[Address, Probe] = {}
-
-        async def _probe(addr: Address) -> None:
-            results[addr] = await probe_registry(addr, handshake_timeout)
-
-        async with trio.open_nursery() as nursery:
-            for addr in reg_addrs:
-                nursery.start_soon(_probe, addr)
+        results = await _probe_all(reg_addrs, handshake_timeout)
         occupied = [a for a in reg_addrs if results[a] == "occupied"]
         registrars = [a for a in reg_addrs if results[a] == "registrar"]
         if occupied:
@@ -238,7 +251,9 @@ async def open_root_actor(
                 else _join_bind_addrs(actor_name, actor_uuid, transports, reg_addrs)
             )
             ordered = registrars + [a for a in reg_addrs if a not in registrars]
-            actor = Actor(actor_name, uuid=actor_uuid, reg_addrs=ordered, bind_addrs=binds, **common)
+            actor = Actor(
+                actor_name, uuid=actor_uuid, reg_addrs=ordered, bind_addrs=binds, **common
+            )
             actor.runtime_config = config  # type: ignore[attr-defined]
             async with actor.running():
                 yield actor
@@ -248,7 +263,9 @@ async def open_root_actor(
         actor_name = name or "registrar"
         registrar_addrs = list(reg_addrs)
         if accept_addrs:
-            registrar_addrs += [wrap_address(a) for a in accept_addrs if wrap_address(a) not in reg_addrs]
+            registrar_addrs += [
+                wrap_address(a) for a in accept_addrs if wrap_address(a) not in reg_addrs
+            ]
         entered = False
         try:
             async with opened_backend(backend_spec) as backend:

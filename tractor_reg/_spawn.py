@@ -73,7 +73,11 @@ class _Child:
 
     def crashed(self, when: str) -> ActorCrashed:
         code = self.proc.returncode
-        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+        how = (
+            f"was killed by signal {-code}"
+            if code is not None and code < 0
+            else f"exited with code {code}"
+        )
         return ActorCrashed(
             "ActorCrashed",
             f"actor {self.name!r} {how} {when}",
@@ -84,7 +88,7 @@ class _Child:
 
 def _main_path() -> str | None:
     main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
+    path: str | None = getattr(main, "__file__", None)
     if path and os.path.exists(path) and not path.endswith(("pytest", "__main__.py")):
         return os.path.abspath(path)
     return None
@@ -106,7 +110,8 @@ class ActorNursery:
         self._children: dict[str, _Child] = {}
         config = getattr(actor, "runtime_config", None)
         self._transports: list[str] = list(
-            getattr(config, "enable_transports", None) or sorted({a.transport for a in actor.accept_addrs})
+            getattr(config, "enable_transports", None)
+            or sorted({a.transport for a in actor.accept_addrs})
         )
         self._loglevel: str | None = getattr(config, "loglevel", None)
         self.spawn_timeout = DEFAULT_SPAWN_TIMEOUT
@@ -268,7 +273,7 @@ class ActorNursery:
                 chunk = await stream.receive_some(65536)
                 if not chunk:
                     break
-                child.stderr_tail.append(chunk)
+                child.stderr_tail.append(bytes(chunk))
                 size += len(chunk)
                 while size > _STDERR_TAIL and len(child.stderr_tail) > 1:
                     size -= len(child.stderr_tail.popleft())
@@ -293,7 +298,9 @@ class ActorNursery:
                 await child.stderr_done.wait()
             raise child.crashed("unexpectedly")
 
-    async def _run_oneshot(self, child: _Child, fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    async def _run_oneshot(
+        self, child: _Child, fn: Callable[..., Any], kwargs: dict[str, Any]
+    ) -> None:
         assert child.portal is not None
         try:
             child.result_value = await child.portal.run(fn, **kwargs)

@@ -25,9 +25,8 @@ def current_actor(err_on_no_runtime: bool = True) -> Actor:
     Raises :class:`NoRuntime` when no actor runs here (outside ``open_root_actor`` /
     ``open_nursery``, or in a plain child process).
     """
-    if _current_actor is None:
-        if err_on_no_runtime:
-            raise NoRuntime("no tractor_reg actor is running in this process")
+    if _current_actor is None and err_on_no_runtime:
+        raise NoRuntime("no tractor_reg actor is running in this process")
     return _current_actor  # type: ignore[return-value]
 
 
