@@ -27,6 +27,7 @@ reaches EOF, so a benchmark that dies cannot leave servers behind, and on SIGINT
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import struct
@@ -122,10 +123,8 @@ async def run_echo(tcp_port: int, uds_path: str) -> None:
             await until_stdin_eof()
             nursery.cancel_scope.cancel()
     finally:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(uds_path)
-        except FileNotFoundError:
-            pass
 
 
 # -- actors -----------------------------------------------------------------------------
@@ -133,7 +132,10 @@ async def run_echo(tcp_port: int, uds_path: str) -> None:
 
 def _reg_addrs(tcp_port: int, uds_path: str) -> list[tractor_reg.Address]:
     directory, filename = os.path.split(uds_path)
-    return [tractor_reg.TCPAddress("127.0.0.1", tcp_port), tractor_reg.UDSAddress(directory, filename)]
+    return [
+        tractor_reg.TCPAddress("127.0.0.1", tcp_port),
+        tractor_reg.UDSAddress(directory, filename),
+    ]
 
 
 async def run_registrar(tcp_port: int, uds_path: str) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -85,10 +86,15 @@ class Row:
     n: int
     rates: list[float] = field(default_factory=list)  # ops/s, one per repetition
     lat: list[float] = field(default_factory=list)  # seconds, pooled over repetitions
+    cpu_client: list[float] = field(default_factory=list)  # CPU us per op, per repetition
+    cpu_server: list[float] = field(default_factory=list)
 
-    def add(self, rate: float, lat: list[float]) -> None:
+    def add(self, rate: float, lat: list[float], ops: int, cpu: tuple[int, int] | None) -> None:
         self.rates.append(rate)
         self.lat.extend(lat)
+        if cpu is not None and ops:
+            self.cpu_client.append(cpu[0] / 1e3 / ops)
+            self.cpu_server.append(cpu[1] / 1e3 / ops)
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.lat)
@@ -103,12 +109,60 @@ class Row:
             "ops_per_s_each": self.rates,
             "p50_us": _pct(lat, 0.50) * 1e6 if lat else None,
             "p99_us": _pct(lat, 0.99) * 1e6 if lat else None,
+            "cpu_client_us_per_op": _median(self.cpu_client),
+            "cpu_server_us_per_op": _median(self.cpu_server),
         }
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def _pct(sorted_values: list[float], q: float) -> float:
     idx = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
     return sorted_values[idx]
+
+
+# -- CPU accounting ---------------------------------------------------------------------
+
+
+def cpu_ns(pid: int | str) -> int | None:
+    """Nanoseconds of CPU all threads of ``pid`` ran so far (Linux schedstat), else None."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with (
+                contextlib.suppress(FileNotFoundError, ProcessLookupError),
+                open(f"/proc/{pid}/task/{tid}/schedstat") as fh,
+            ):
+                total += int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
+class CpuMeter:
+    """CPU time spent by the measuring side and the serving side over one sample."""
+
+    def __init__(self, client: list[int | str], server: list[int]) -> None:
+        self.client, self.server = client, server
+        self._start: tuple[int, int] | None = None
+
+    def _read(self) -> tuple[int, int] | None:
+        c = [cpu_ns(p) for p in self.client]
+        s = [cpu_ns(p) for p in self.server]
+        if any(v is None for v in c + s):
+            return None
+        return sum(v for v in c if v is not None), sum(v for v in s if v is not None)
+
+    def start(self) -> None:
+        self._start = self._read()
+
+    def stop(self) -> tuple[int, int] | None:
+        end = self._read()
+        if self._start is None or end is None:
+            return None
+        return end[0] - self._start[0], end[1] - self._start[1]
 
 
 # -- timing loops -----------------------------------------------------------------------
@@ -156,7 +210,8 @@ async def timed_concurrent(ops: list[Op], per_task: int, warmup: int) -> tuple[f
 
 def _request(cid: int) -> dict[str, Any]:
     # Shaped like the Call frame of a registrar lookup, so both carry similar payloads.
-    return {"t": "call", "cid": cid, "ns": "self", "func": "find_actor", "kwargs": {"name": TARGET_NAME}}
+    kwargs = {"name": TARGET_NAME}
+    return {"t": "call", "cid": cid, "ns": "self", "func": "find_actor", "kwargs": kwargs}
 
 
 async def open_raw(transport: str, tcp_port: int, uds_path: str) -> trio.abc.Stream:
@@ -412,73 +467,82 @@ async def measure(cfg: Config, cluster: Cluster, progress: Callable[[str], None]
 
     progress("starting echo server, registrar and target processes")
     echo = await cluster.start("echo", "echo", "--uds", echo_uds)
-    registrar = await cluster.start("registrar", "registrar", "--tcp-port", str(reg_tcp.port), *uds_arg)
+    reg_args = ["--tcp-port", str(reg_tcp.port), *uds_arg]
+    registrar = await cluster.start("registrar", "registrar", *reg_args)
     echo_port = int((await echo.expect("READY", READY_DEADLINE, "the echo server"))[0])
     await registrar.expect("READY", READY_DEADLINE, "the registrar")
-    target = await cluster.start("target", "target", "--tcp-port", str(reg_tcp.port), *uds_arg)
+    target = await cluster.start("target", "target", *reg_args)
     await target.expect("READY", READY_DEADLINE, "the target actor to register")
     clients: list[Child] = []
     if cfg.procs:
         progress(f"starting {CONCURRENCY} client processes")
         for i in range(CONCURRENCY):
-            clients.append(
-                await cluster.start(f"client{i}", "client", "--tcp-port", str(reg_tcp.port), *uds_arg)
-            )
+            clients.append(await cluster.start(f"client{i}", "client", *reg_args))
         for client in clients:
             await client.expect("READY", READY_DEADLINE * 2, "a client process to join")
     env = Env(echo_port, echo_uds, reg_tcp, reg_uds)
 
     rows: dict[str, Row] = {}
+    me: list[int | str] = ["self"]
+    echo_srv, reg_srv = [echo.proc.pid], [registrar.proc.pid]
+    find_srv = [registrar.proc.pid, target.proc.pid]
 
-    def row(key: str, transport: str, n: int) -> Row:
-        return rows.setdefault(f"{key}.{transport}", Row(key, transport, n))
+    async def sample(
+        key: str,
+        transport: str,
+        n: int,
+        run: Callable[[], Awaitable[tuple[float, list[float]]]],
+        client: list[int | str],
+        server: list[int],
+    ) -> None:
+        meter = CpuMeter(client, server)
+        meter.start()
+        rate, lat = await run()
+        row = rows.setdefault(f"{key}.{transport}", Row(key, transport, n))
+        row.add(rate, lat, len(lat), meter.stop())
 
-    per_total = cfg.per_task * CONCURRENCY
-    async with tractor_reg.open_root_actor(
-        name="bench-client",
-        registry_addrs=[reg_tcp, reg_uds],
-        enable_transports=["tcp", "uds"],
+    w, n, nf, pt = cfg.warmup, cfg.n, cfg.n_find, cfg.per_task
+    wf, wc = max(5, cfg.warmup // 4), max(2, cfg.warmup // 16)
+    client_pids: list[int | str] = [c.proc.pid for c in clients]
+    async with (
+        tractor_reg.open_root_actor(
+            name="bench-client",
+            registry_addrs=[reg_tcp, reg_uds],
+            enable_transports=["tcp", "uds"],
+        ),
+        tractor_reg.get_registry(reg_tcp) as portal_tcp,
+        tractor_reg.get_registry(reg_uds) as portal_uds,
+        echo_conns(env, "tcp", 1) as echo_tcp1,
+        echo_conns(env, "uds", 1) as echo_uds1,
+        echo_conns(env, "tcp", CONCURRENCY) as echo_tcp16,
+        echo_conns(env, "uds", CONCURRENCY) as echo_uds16,
     ):
-        async with (
-            tractor_reg.get_registry(reg_tcp) as portal_tcp,
-            tractor_reg.get_registry(reg_uds) as portal_uds,
-            echo_conns(env, "tcp", 1) as echo_tcp,
-            echo_conns(env, "uds", 1) as echo_uds1,
-            echo_conns(env, "tcp", CONCURRENCY) as echo_tcp16,
-            echo_conns(env, "uds", CONCURRENCY) as echo_uds16,
-        ):
-            portals = {"tcp": portal_tcp, "uds": portal_uds}
-            echo1 = {"tcp": echo_tcp[0], "uds": echo_uds1[0]}
-            echo16 = {"tcp": echo_tcp16, "uds": echo_uds16}
-            for rep in range(cfg.reps):
-                progress(f"repetition {rep + 1}/{cfg.reps}")
-                for transport in TRANSPORTS:
-                    w, n = cfg.warmup, cfg.n
-                    portal = portals[transport]
-                    row("echo", transport, n).add(*await timed(echo_op(echo1[transport]), n, w))
-                    row("lookup", transport, n).add(*await timed(lookup_op(portal), n, w))
-                    find = find_op(env.reg(transport), transport)
-                    row("find", transport, cfg.n_find).add(
-                        *await timed(find, cfg.n_find, max(5, w // 4))
-                    )
-                    connect = connect_op(transport, env.echo_tcp, env.echo_uds)
-                    row("connect", transport, cfg.n_find).add(
-                        *await timed(connect, cfg.n_find, max(5, w // 4))
-                    )
-                    row("echo16", transport, per_total).add(
-                        *await timed_concurrent(
-                            [echo_op(f) for f in echo16[transport]], cfg.per_task, w // 4
-                        )
-                    )
-                    row("lookup16t", transport, per_total).add(
-                        *await timed_concurrent(
-                            [lookup_op(portal)] * CONCURRENCY, cfg.per_task, w // 4
-                        )
-                    )
-                    if clients:
-                        row("lookup16p", transport, per_total).add(
-                            *await run_clients_round(clients, transport, cfg.per_task, w // 4)
-                        )
+        portals = {"tcp": portal_tcp, "uds": portal_uds}
+        echo1 = {"tcp": echo_tcp1[0], "uds": echo_uds1[0]}
+        echo16 = {"tcp": echo_tcp16, "uds": echo_uds16}
+        for rep in range(cfg.reps):
+            progress(f"repetition {rep + 1}/{cfg.reps}")
+            for tr in TRANSPORTS:
+                portal = portals[tr]
+                echo_f = echo_op(echo1[tr])
+                lookup = lookup_op(portal)
+                find = find_op(env.reg(tr), tr)
+                connect = connect_op(tr, env.echo_tcp, env.echo_uds)
+                echo_16 = [echo_op(f) for f in echo16[tr]]
+                conc = pt * CONCURRENCY
+                p = functools.partial
+                await sample("echo", tr, n, p(timed, echo_f, n, w), me, echo_srv)
+                await sample("lookup", tr, n, p(timed, lookup, n, w), me, reg_srv)
+                await sample("find", tr, nf, p(timed, find, nf, wf), me, find_srv)
+                await sample("connect", tr, nf, p(timed, connect, nf, wf), me, echo_srv)
+                await sample("echo16", tr, conc, p(timed_concurrent, echo_16, pt, wc), me, echo_srv)
+                lookups16 = [lookup] * CONCURRENCY
+                await sample(
+                    "lookup16t", tr, conc, p(timed_concurrent, lookups16, pt, wc), me, reg_srv
+                )
+                if clients:
+                    procs16 = p(run_clients_round, clients, tr, pt, wc)
+                    await sample("lookup16p", tr, conc, procs16, client_pids, reg_srv)
     return rows
 
 
@@ -509,10 +573,27 @@ def ratio_of(rows: dict[str, Row], key: str, base: str, transport: str) -> dict[
     }
 
 
+def floor_ratio(rows: dict[str, Row], transport: str) -> dict[str, Any] | None:
+    """What a zero-overhead find_actor would score: one bare round trip (the lookup) plus
+    one bare connect + round trip (the handshake) + close, as a ratio to the echo."""
+    echo, connect = rows.get(f"echo.{transport}"), rows.get(f"connect.{transport}")
+    if echo is None or connect is None or not echo.rates or not connect.rates:
+        return None
+    paired = [c / (e + c) for e, c in zip(echo.rates, connect.rates, strict=False)]
+    return {
+        "measured": "floor",
+        "baseline": "echo",
+        "transport": transport,
+        "ratio": statistics.median(paired),
+        "ratio_min": min(paired),
+        "ratio_max": max(paired),
+    }
+
+
 def report(rows: dict[str, Row], cfg: Config, out: Callable[[str], None]) -> dict[str, Any]:
     header = (
-        f"{'benchmark':<40} {'tr':<4} {'ops/rep':>7} {'ops/s median':>13} "
-        f"{'min-max':>17} {'p50 us':>8} {'p99 us':>8}"
+        f"{'benchmark':<38} {'tr':<3} {'ops/rep':>7} {'ops/s':>8} {'min-max':>15} "
+        f"{'p50 us':>7} {'p99 us':>7} {'cpu us/op: client':>17} {'server':>6}"
     )
     out("")
     out(header)
@@ -527,8 +608,9 @@ def report(rows: dict[str, Row], cfg: Config, out: Callable[[str], None]) -> dic
             summaries[f"{key}.{transport}"] = s
             span = f"{_fmt_rate(s['ops_per_s_min'])}-{_fmt_rate(s['ops_per_s_max'])}"
             out(
-                f"{s['name']:<40} {transport:<4} {r.n:>7} {_fmt_rate(s['ops_per_s_median']):>13} "
-                f"{span:>17} {_fmt_us(s['p50_us']):>8} {_fmt_us(s['p99_us']):>8}"
+                f"{s['name']:<38} {transport:<3} {r.n:>7} {_fmt_rate(s['ops_per_s_median']):>8} "
+                f"{span:>15} {_fmt_us(s['p50_us']):>7} {_fmt_us(s['p99_us']):>7} "
+                f"{_fmt_us(s['cpu_client_us_per_op']):>17} {_fmt_us(s['cpu_server_us_per_op']):>6}"
             )
         out("")
     out("Ratios (median of per-repetition ratios, min-max in brackets):")
@@ -546,6 +628,14 @@ def report(rows: dict[str, Row], cfg: Config, out: Callable[[str], None]) -> dic
                 f"  {transport} {key + ' / ' + base:<20} {rr['ratio']:6.3f} "
                 f"[{rr['ratio_min']:.3f}-{rr['ratio_max']:.3f}]  target >= {minimum:.2f}  {verdict}"
             )
+        floor = floor_ratio(rows, transport)
+        if floor is not None:
+            checks.append(floor)
+            out(
+                f"  {transport} {'floor / echo':<20} {floor['ratio']:6.3f} "
+                f"[{floor['ratio_min']:.3f}-{floor['ratio_max']:.3f}]  (information: bare trio "
+                "echo rt + connect+rt+close, the least a find_actor can cost)"
+            )
         for key, base in INFO_RATIOS:
             rr = ratio_of(rows, key, base, transport)
             if rr is None:
@@ -557,11 +647,8 @@ def report(rows: dict[str, Row], cfg: Config, out: Callable[[str], None]) -> dic
             )
     failed = [c for c in checks if c.get("pass") is False]
     out("")
-    out(
-        "targets: all PASS"
-        if not failed
-        else "targets: FAIL " + ", ".join(f"{c['transport']} {c['measured']}/{c['baseline']}" for c in failed)
-    )
+    missed = ", ".join(f"{c['transport']} {c['measured']}/{c['baseline']}" for c in failed)
+    out("targets: all PASS" if not failed else f"targets: FAIL {missed}")
     return {
         "config": cfg.__dict__,
         "machine": {
@@ -619,6 +706,14 @@ def _kill_leftovers() -> None:
         _LIVE_GROUPS.discard(pid)
 
 
+def _is_interrupt(exc: BaseException) -> bool:
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_is_interrupt(e) for e in exc.exceptions)
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 whatever the ratios (PASS/FAIL is printed), 1 if it could not run."""
     args = parse_args(argv)
@@ -649,11 +744,11 @@ def main(argv: list[str] | None = None) -> int:
                 rows = trio.run(run, tmp)
             finally:
                 _kill_leftovers()
-    except KeyboardInterrupt:
-        print("interrupted; every process started was stopped", file=sys.stderr)
-        return 130
-    except BaseException as exc:  # noqa: BLE001 - report any failure of the harness itself
-        if isinstance(exc, SystemExit):
+    except BaseException as exc:
+        if _is_interrupt(exc):
+            print("interrupted; every process started was stopped", file=sys.stderr)
+            return 130
+        if not isinstance(exc, Exception):
             raise
         traceback.print_exc()
         print(f"benchmark could not run: {exc}", file=sys.stderr)

@@ -132,7 +132,9 @@ def registrar_argv(*addrs: str, extra: Sequence[str] = ()) -> list[str]:
     return argv + list(extra)
 
 
-def joiner_argv(name: str, *reg_addrs: str, ttl: float = 30.0, renew: float | None = None) -> list[str]:
+def joiner_argv(
+    name: str, *reg_addrs: str, ttl: float = 30.0, renew: float | None = None
+) -> list[str]:
     """A root actor called ``name`` that joins the registry and serves until killed."""
     argv = python("-m", "tests.rpc_targets.joiner", name, "--ttl", str(ttl))
     if renew is not None:

@@ -71,7 +71,9 @@ async def test_occupied_by_non_registrar_is_refused() -> None:
             port = await nursery.start(_silent_server)
             addr = ("127.0.0.1", port)
             with pytest.raises(RuntimeError, match="not a tractor_reg registrar"):
-                async with tractor_reg.open_root_actor(registry_addrs=[addr], handshake_timeout=0.5):
+                async with tractor_reg.open_root_actor(
+                    registry_addrs=[addr], handshake_timeout=0.5
+                ):
                     pass
             # nothing was rebound: the squatter still owns its port
             stream = await trio.open_tcp_stream(*addr)
@@ -86,7 +88,10 @@ async def test_occupied_by_plain_actor_is_refused(reg_addr: tractor_reg.TCPAddre
         with spawn(joiner_argv("plain", str(reg_addr))) as plain:
             line = plain.wait_line("READY")
             plain_addr = tractor_reg.parse_address(line.split()[2])
-            with trio.fail_after(10), pytest.raises(RuntimeError, match="not a tractor_reg registrar"):
+            with (
+                trio.fail_after(10),
+                pytest.raises(RuntimeError, match="not a tractor_reg registrar"),
+            ):
                 async with tractor_reg.open_root_actor(registry_addrs=[plain_addr]):
                     pass
 
@@ -99,9 +104,13 @@ async def test_ensure_registry_while_registrar_answers(reg_addr: tractor_reg.TCP
                 pass
 
 
-async def test_ensure_registry_when_absent_becomes_registrar(reg_addr: tractor_reg.TCPAddress) -> None:
+async def test_ensure_registry_when_absent_becomes_registrar(
+    reg_addr: tractor_reg.TCPAddress,
+) -> None:
     with trio.fail_after(10):
-        async with tractor_reg.open_root_actor(registry_addrs=[reg_addr], ensure_registry=True) as a:
+        async with tractor_reg.open_root_actor(
+            registry_addrs=[reg_addr], ensure_registry=True
+        ) as a:
             assert a.is_registrar
 
 
@@ -146,7 +155,9 @@ def test_arbiter_alias_is_deprecated() -> None:
 
 async def test_bad_backend_url_fails_before_binding(reg_addr: tractor_reg.TCPAddress) -> None:
     with pytest.raises(tractor_reg.BackendURLError, match="nosuch"):
-        async with tractor_reg.open_root_actor(registry_addrs=[reg_addr], registry_backend="nosuch://x"):
+        async with tractor_reg.open_root_actor(
+            registry_addrs=[reg_addr], registry_backend="nosuch://x"
+        ):
             pass
     # the address was never bound
     with socket.socket() as sock:
@@ -158,7 +169,9 @@ async def test_backend_object_and_env(
 ) -> None:
     backend = tractor_reg.backends.MemoryBackend()
     with trio.fail_after(10):
-        async with tractor_reg.open_root_actor(registry_addrs=[reg_addr], registry_backend=backend) as a:
+        async with tractor_reg.open_root_actor(
+            registry_addrs=[reg_addr], registry_backend=backend
+        ) as a:
             assert isinstance(a, tractor_reg.Registrar)
             assert a.backend is backend
             assert (await backend.lookup(a.name)) is not None
@@ -193,7 +206,9 @@ async def test_uds_registrar_replaces_stale_socket_and_cleans_up(uds_dir: str) -
     assert not os.path.exists(path)
 
 
-async def test_multihomed_registrar_and_joiner(uds_dir: str, reg_addr: tractor_reg.TCPAddress) -> None:
+async def test_multihomed_registrar_and_joiner(
+    uds_dir: str, reg_addr: tractor_reg.TCPAddress
+) -> None:
     uds = tractor_reg.UDSAddress(uds_dir, "reg.sock")
     with spawn(registrar_argv(str(reg_addr), str(uds))) as reg:
         reg.wait_line("READY")
@@ -211,7 +226,10 @@ async def test_multihomed_registrar_and_joiner(uds_dir: str, reg_addr: tractor_r
 
 def test_two_roots_racing_for_one_address(reg_addr: tractor_reg.TCPAddress) -> None:
     """Started together, exactly one becomes the registrar and the other joins it."""
-    with spawn(registrar_argv(str(reg_addr))) as first, spawn(registrar_argv(str(reg_addr))) as second:
+    with (
+        spawn(registrar_argv(str(reg_addr))) as first,
+        spawn(registrar_argv(str(reg_addr))) as second,
+    ):
         codes = []
         for proc in (first, second):
             try:

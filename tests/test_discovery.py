@@ -159,7 +159,9 @@ async def test_get_registry_reuses_connection(reg_addr: tractor_reg.TCPAddress) 
                     assert not two.channel.closed
 
 
-async def test_dead_actor_is_reported_verified_and_dropped(reg_addr: tractor_reg.TCPAddress) -> None:
+async def test_dead_actor_is_reported_verified_and_dropped(
+    reg_addr: tractor_reg.TCPAddress,
+) -> None:
     with spawn(registrar_argv(str(reg_addr))) as reg:
         reg.wait_line("READY")
         with trio.fail_after(20):

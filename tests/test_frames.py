@@ -265,6 +265,22 @@ async def test_good_frame_then_garbage() -> None:
             await chan.recv()
 
 
+@pytest.mark.parametrize("kind", ["call-kwargs", "hello-unknown-field"])
+async def test_deeply_nested_payload_is_a_protocol_error(kind: str) -> None:
+    nested = b"\x91" * 2000 + b"\xc0"
+    if kind == "call-kwargs":
+        head = msgspec.msgpack.encode({"t": "call", "cid": 1, "ns": "m", "func": "f"})
+        payload = b"\x85" + head[1:] + b"\xa6kwargs\x81\xa1x" + nested
+    else:
+        head = msgspec.msgpack.encode(
+            {"t": "hello", "name": "n", "uuid": "u", "pid": 1, "is_registrar": False}
+        )
+        payload = b"\x86" + head[1:] + b"\xa4junk" + nested
+    chan = Channel(ScriptedStream([frame(payload)]))
+    with trio.fail_after(5), pytest.raises(tractor_reg.ProtocolError):
+        await chan.recv()
+
+
 def test_exception_hierarchy() -> None:
     assert issubclass(tractor_reg.FrameTooLarge, tractor_reg.ProtocolError)
     assert issubclass(tractor_reg.HandshakeError, tractor_reg.ProtocolError)

@@ -219,6 +219,62 @@ async def test_truncated_header_then_disconnect(reg_addr: tractor_reg.TCPAddress
             await assert_still_serves(reg_addr, before)
 
 
+def _nested(depth: int) -> bytes:
+    """msgpack for ``[[[...[None]...]]]``, ``depth`` arrays deep (1 byte per level)."""
+    return b"\x91" * depth + b"\xc0"
+
+
+def _deep_call(depth: int) -> bytes:
+    head = msgspec.msgpack.encode({"t": "call", "cid": 1, "ns": "self", "func": "find_actor"})
+    return b"\x85" + head[1:] + b"\xa6kwargs\x81\xa4name" + _nested(depth)
+
+
+def _deep_hello(depth: int) -> bytes:
+    head = msgspec.msgpack.encode(
+        {"t": "hello", "name": "deep", "uuid": "deep-uuid", "pid": 1, "is_registrar": False}
+    )
+    return b"\x86" + head[1:] + b"\xa4junk" + _nested(depth)
+
+
+async def test_moderately_nested_kwargs_are_fine(reg_addr: tractor_reg.TCPAddress) -> None:
+    with trio.fail_after(10):
+        async with registrar(reg_addr), client(reg_addr, "nested") as peer:
+            await peer.send_raw(frame(_deep_call(100)))
+            reply = await peer.recv()
+            assert isinstance(reply, Error) and reply.type_name == "InvalidRequest", reply
+
+
+@pytest.mark.parametrize("phase", ["handshake", "after-handshake"])
+async def test_deeply_nested_frame_kills_only_its_channel(
+    reg_addr: tractor_reg.TCPAddress, phase: str
+) -> None:
+    with trio.fail_after(10):
+        async with registrar(reg_addr):
+            before = await snapshot()
+            async with raw_peer(reg_addr) as peer:
+                if phase == "handshake":
+                    await peer.recv_handshake()
+                    await peer.send_raw(frame(_deep_hello(2000)))
+                else:
+                    await peer.handshake("deep", "deep-uuid")
+                    await peer.send_raw(frame(_deep_call(2000)))
+                await expect_channel_error(peer, "ProtocolError")
+            await assert_still_serves(reg_addr, before)
+
+
+async def test_unsolicited_answers_are_ignored(reg_addr: tractor_reg.TCPAddress) -> None:
+    """Return/Error frames for calls nobody made do not disturb the actor."""
+    with trio.fail_after(10):
+        async with registrar(reg_addr):
+            before = await snapshot()
+            async with client(reg_addr, "chatty") as peer:
+                await peer.send(Return(cid=424242, value={"x": 1}))
+                await peer.send(Error(cid=424243, type_name="Boom", message="unasked"))
+                await peer.send(Error(cid=0, type_name="Complaint", message="about you"))
+                assert await peer.reg("find_actor", name="registrar") == [list(reg_addr)]
+            await assert_still_serves(reg_addr, before)
+
+
 # -- oversized frames ------------------------------------------------------------------------
 
 
@@ -417,18 +473,17 @@ async def test_bad_handshake(reg_addr: tractor_reg.TCPAddress, first: Any) -> No
 
 async def test_handshake_identity_is_reported(reg_addr: tractor_reg.TCPAddress) -> None:
     with trio.fail_after(10):
-        async with registrar(reg_addr) as actor:
-            async with raw_peer(reg_addr) as peer:
-                theirs = await peer.recv_handshake()
-                assert theirs.name == actor.name and theirs.uuid == actor.uuid
-                assert theirs.is_registrar is True
-                assert [tuple(a) for a in theirs.accept_addrs] == [tuple(reg_addr)]
-                await peer.send(hello("ident", "ident-uuid", [("127.0.0.1", 4242)]))
-                assert await peer.reg("ping") == ["registrar", actor.uuid]
-                chan = actor.get_peer_by_name("ident")
-                assert chan is not None and chan.aid is not None
-                assert chan.aid.uid == ("ident", "ident-uuid")
-                assert chan.aid.accept_addrs == (tractor_reg.TCPAddress("127.0.0.1", 4242),)
+        async with registrar(reg_addr) as actor, raw_peer(reg_addr) as peer:
+            theirs = await peer.recv_handshake()
+            assert theirs.name == actor.name and theirs.uuid == actor.uuid
+            assert theirs.is_registrar is True
+            assert [tuple(a) for a in theirs.accept_addrs] == [tuple(reg_addr)]
+            await peer.send(hello("ident", "ident-uuid", [("127.0.0.1", 4242)]))
+            assert await peer.reg("ping") == ["registrar", actor.uuid]
+            chan = actor.get_peer_by_name("ident")
+            assert chan is not None and chan.aid is not None
+            assert chan.aid.uid == ("ident", "ident-uuid")
+            assert chan.aid.accept_addrs == (tractor_reg.TCPAddress("127.0.0.1", 4242),)
 
 
 # -- calls to things a peer may not call -----------------------------------------------------
@@ -492,13 +547,12 @@ async def test_many_bad_calls_then_good_ones_on_one_channel(
 
 async def test_remote_exception_keeps_channel(reg_addr: tractor_reg.TCPAddress) -> None:
     with trio.fail_after(10):
-        async with registrar(reg_addr):
-            async with client(reg_addr, "booming") as peer:
-                reply = await peer.call(FUNCS, "boom", message="kaput")
-                assert isinstance(reply, Error)
-                assert reply.type_name == "ValueError" and reply.message == "kaput"
-                assert "Traceback" in reply.traceback
-                assert await peer.reg("find_actor", name="nobody") is None
+        async with registrar(reg_addr), client(reg_addr, "booming") as peer:
+            reply = await peer.call(FUNCS, "boom", message="kaput")
+            assert isinstance(reply, Error)
+            assert reply.type_name == "ValueError" and reply.message == "kaput"
+            assert "Traceback" in reply.traceback
+            assert await peer.reg("find_actor", name="nobody") is None
 
 
 # -- registry calls with wrong argument types ------------------------------------------------
@@ -631,9 +685,10 @@ async def test_disconnect_while_blocked_in_wait_for_actor(
             await assert_still_serves(reg_addr, before)
 
             # A well-behaved waiter for the same name is woken by a registration.
-            async with client(reg_addr, "waiter") as waiter, client(
-                reg_addr, "late-comer", "late-uuid"
-            ) as late:
+            async with (
+                client(reg_addr, "waiter") as waiter,
+                client(reg_addr, "late-comer", "late-uuid") as late,
+            ):
                 cid = await waiter.send_call("self", "wait_for_actor", name="late-comer")
                 await trio.testing.wait_all_tasks_blocked()
                 where = [["127.0.0.1", 9]]
@@ -679,17 +734,19 @@ async def test_cancel_call_keeps_channel(reg_addr: tractor_reg.TCPAddress) -> No
 async def test_disconnect_during_delete_addr_probe(reg_addr: tractor_reg.TCPAddress) -> None:
     """The registrar is busy probing (a wedged listener) when the reporter hangs up."""
     with trio.fail_after(10):
-        async with registrar(reg_addr, probe_timeout=5.0) as actor:
-            async with fake_actor("wedged", "wedged-uuid", answer=False) as addr:
-                async with client(reg_addr, "wedged", "wedged-uuid") as owner:
-                    await owner.reg("register_actor", uid=["wedged", "wedged-uuid"], addr=[addr])
-                    before = await snapshot()
-                    async with client(reg_addr, "reporter") as reporter:
-                        await reporter.send_call("self", "delete_addr", addr=list(addr))
-                        await trio.testing.wait_all_tasks_blocked()
-                    await wait_peer_gone(actor, "reporter")
-                    await assert_still_serves(reg_addr, before)
-                    assert await owner.reg("unregister_actor", uid=["wedged", "wedged-uuid"])
+        async with (
+            registrar(reg_addr, probe_timeout=5.0) as actor,
+            fake_actor("wedged", "wedged-uuid", answer=False) as addr,
+            client(reg_addr, "wedged", "wedged-uuid") as owner,
+        ):
+            await owner.reg("register_actor", uid=["wedged", "wedged-uuid"], addr=[addr])
+            before = await snapshot()
+            async with client(reg_addr, "reporter") as reporter:
+                await reporter.send_call("self", "delete_addr", addr=list(addr))
+                await trio.testing.wait_all_tasks_blocked()
+            await wait_peer_gone(actor, "reporter")
+            await assert_still_serves(reg_addr, before)
+            assert await owner.reg("unregister_actor", uid=["wedged", "wedged-uuid"])
 
 
 # -- who may write what ----------------------------------------------------------------------
@@ -699,53 +756,81 @@ async def test_register_and_unregister_someone_else_is_denied(
     reg_addr: tractor_reg.TCPAddress,
 ) -> None:
     with trio.fail_after(10):
-        async with registrar(reg_addr):
-            async with client(reg_addr, "victim", "victim-uuid") as victim, client(
-                reg_addr, "mallory", "mallory-uuid"
-            ) as mallory:
-                v_uid = ["victim", "victim-uuid"]
-                await victim.reg("register_actor", uid=v_uid, addr=[["127.0.0.1", 9]])
-                before = await snapshot()
-                assert [e for e in before if e[0] == "victim"][0][3] == [["127.0.0.1", 9]]
+        async with (
+            registrar(reg_addr),
+            client(reg_addr, "victim", "victim-uuid") as victim,
+            client(reg_addr, "mallory", "mallory-uuid") as mallory,
+        ):
+            v_uid = ["victim", "victim-uuid"]
+            await victim.reg("register_actor", uid=v_uid, addr=[["127.0.0.1", 9]])
+            before = await snapshot()
+            assert next(e for e in before if e[0] == "victim")[3] == [["127.0.0.1", 9]]
 
-                attempts: list[tuple[str, dict[str, Any]]] = [
-                    ("register_actor", {"uid": v_uid, "addr": [["127.0.0.1", 10]]}),
-                    ("register_actor", {"uid": v_uid, "addr": [["127.0.0.1", 9]], "ttl": 0.01}),
-                    ("unregister_actor", {"uid": v_uid}),
-                    ("unregister_actor", {"uid": ("victim", "victim-uuid")}),
-                    ("renew_lease", {"uid": v_uid, "ttl": 0.01}),
-                    ("unregister_actor", {"uid": ["registrar", tractor_reg.current_actor().uuid]}),
-                ]
-                for func, kwargs in attempts:
-                    reply = await mallory.call("self", func, **kwargs)
-                    assert isinstance(reply, Error), (func, reply)
-                    assert reply.type_name == "PermissionDenied", (func, reply)
-                    assert "own uid" in reply.message
-                assert await snapshot() == before
-                assert await mallory.reg("find_actor", name="victim") == [["127.0.0.1", 9]]
-                # The victim itself still may.
-                assert await victim.reg("unregister_actor", uid=v_uid) is True
-                assert await mallory.reg("find_actor", name="victim") is None
+            attempts: list[tuple[str, dict[str, Any]]] = [
+                ("register_actor", {"uid": v_uid, "addr": [["127.0.0.1", 10]]}),
+                ("register_actor", {"uid": v_uid, "addr": [["127.0.0.1", 9]], "ttl": 0.01}),
+                ("unregister_actor", {"uid": v_uid}),
+                ("unregister_actor", {"uid": ("victim", "victim-uuid")}),
+                ("renew_lease", {"uid": v_uid, "ttl": 0.01}),
+                ("unregister_actor", {"uid": ["registrar", tractor_reg.current_actor().uuid]}),
+            ]
+            for func, kwargs in attempts:
+                reply = await mallory.call("self", func, **kwargs)
+                assert isinstance(reply, Error), (func, reply)
+                assert reply.type_name == "PermissionDenied", (func, reply)
+                assert "own uid" in reply.message
+            assert await snapshot() == before
+            assert await mallory.reg("find_actor", name="victim") == [["127.0.0.1", 9]]
+            # The victim itself still may.
+            assert await victim.reg("unregister_actor", uid=v_uid) is True
+            assert await mallory.reg("find_actor", name="victim") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: register_actor of an address held by another live actor evicts it without "
-    "verification (no probe), so any peer can unregister a healthy actor - even the registrar",
-)
 async def test_register_cannot_steal_a_live_actors_address(
     reg_addr: tractor_reg.TCPAddress,
 ) -> None:
+    """Registering an address that a live actor (answering at it with its own uid) holds
+    is refused, and the owner keeps it."""
     with trio.fail_after(10):
-        async with registrar(reg_addr) as actor:
-            async with client(reg_addr, "mallory", "mallory-uuid") as mallory:
+        async with (
+            registrar(reg_addr) as actor,
+            fake_actor("victim", "victim-uuid") as victim_addr,
+            client(reg_addr, "victim", "victim-uuid") as victim,
+            client(reg_addr, "mallory", "mallory-uuid") as mallory,
+        ):
+            await victim.reg("register_actor", uid=["victim", "victim-uuid"], addr=[victim_addr])
+            before = await snapshot()
+            for stolen in ([victim_addr], [reg_addr], [["127.0.0.1", 9], reg_addr]):
                 reply = await mallory.call(
-                    "self", "register_actor", uid=["mallory", "mallory-uuid"], addr=[list(reg_addr)]
+                    "self",
+                    "register_actor",
+                    uid=["mallory", "mallory-uuid"],
+                    addr=[list(a) for a in stolen],
                 )
-                del reply  # refusing the write or keeping the owner are both fine
-                # The registrar answers at that address with its own uid: it must stay.
-                assert await mallory.reg("find_actor", name="registrar") == [list(reg_addr)]
-                assert f"registrar.{actor.uuid}" in await mallory.reg("get_registry")
+                assert isinstance(reply, Error), reply
+                assert reply.type_name == "PermissionDenied", reply
+            assert await snapshot() == before
+            assert await mallory.reg("find_actor", name="victim") == [list(victim_addr)]
+            assert await mallory.reg("find_actor", name="registrar") == [list(reg_addr)]
+            assert f"registrar.{actor.uuid}" in await mallory.reg("get_registry")
+
+
+async def test_register_takes_over_an_address_whose_owner_is_gone(
+    reg_addr: tractor_reg.TCPAddress,
+) -> None:
+    """The legitimate eviction: a new actor reclaims an address its old owner left."""
+    with trio.fail_after(10):
+        async with (
+            registrar(reg_addr),
+            client(reg_addr, "old", "old-uuid") as old,
+            client(reg_addr, "new", "new-uuid") as new,
+        ):
+            async with fake_actor("old", "old-uuid") as addr:
+                await old.reg("register_actor", uid=["old", "old-uuid"], addr=[addr])
+            # The old owner's listener is closed; the port is free for whoever binds it.
+            await new.reg("register_actor", uid=["new", "new-uuid"], addr=[addr])
+            assert await new.reg("find_actor", name="new") == [list(addr)]
+            assert await new.reg("find_actor", name="old") is None
 
 
 async def test_delete_addr_of_live_fake_actor_is_refused(
@@ -754,61 +839,63 @@ async def test_delete_addr_of_live_fake_actor_is_refused(
     """A third party reports a live address: the registrar probes it and keeps it; once the
     listener is gone, the same report deletes it."""
     with trio.fail_after(10):
-        async with registrar(reg_addr):
-            async with client(reg_addr, "reporter") as reporter:
-                async with fake_actor("alive", "alive-uuid") as addr, client(
-                    reg_addr, "alive", "alive-uuid"
-                ) as alive:
-                    await alive.reg("register_actor", uid=["alive", "alive-uuid"], addr=[addr])
-                    with_alive = await snapshot()
-                    assert await reporter.reg("delete_addr", addr=list(addr)) is False
-                    assert await snapshot() == with_alive
-                    assert await reporter.reg("find_actor", name="alive") == [list(addr)]
-                # Listener closed: the address refuses connections and is stale now.
-                assert await reporter.reg("delete_addr", addr=list(addr)) is True
-                assert await reporter.reg("find_actor", name="alive") is None
-                assert all(e[0] != "alive" for e in await snapshot())
-                # Reporting it again changes nothing.
+        async with registrar(reg_addr), client(reg_addr, "reporter") as reporter:
+            async with (
+                fake_actor("alive", "alive-uuid") as addr,
+                client(reg_addr, "alive", "alive-uuid") as alive,
+            ):
+                await alive.reg("register_actor", uid=["alive", "alive-uuid"], addr=[addr])
+                with_alive = await snapshot()
                 assert await reporter.reg("delete_addr", addr=list(addr)) is False
+                assert await snapshot() == with_alive
+                assert await reporter.reg("find_actor", name="alive") == [list(addr)]
+            # Listener closed: the address refuses connections and is stale now.
+            assert await reporter.reg("delete_addr", addr=list(addr)) is True
+            assert await reporter.reg("find_actor", name="alive") is None
+            assert all(e[0] != "alive" for e in await snapshot())
+            # Reporting it again changes nothing.
+            assert await reporter.reg("delete_addr", addr=list(addr)) is False
 
 
 async def test_delete_addr_keeps_other_addresses_of_the_owner(
     reg_addr: tractor_reg.TCPAddress,
 ) -> None:
     with trio.fail_after(10):
-        async with registrar(reg_addr):
-            async with client(reg_addr, "reporter") as reporter, client(
-                reg_addr, "multi", "multi-uuid"
-            ) as multi:
-                async with fake_actor("multi", "multi-uuid") as live, fake_actor(
-                    "multi", "multi-uuid"
-                ) as doomed:
-                    await multi.reg(
-                        "register_actor", uid=["multi", "multi-uuid"], addr=[live, doomed]
-                    )
-                    assert await reporter.reg("delete_addr", addr=list(live)) is False
-                assert await reporter.reg("delete_addr", addr=list(doomed)) is True
-                assert await reporter.reg("delete_addr", addr=list(live)) is True
-                assert await reporter.reg("find_actor", name="multi") is None
+        async with (
+            registrar(reg_addr),
+            client(reg_addr, "reporter") as reporter,
+            client(reg_addr, "multi", "multi-uuid") as multi,
+        ):
+            async with (
+                fake_actor("multi", "multi-uuid") as live,
+                fake_actor("multi", "multi-uuid") as doomed,
+            ):
+                await multi.reg("register_actor", uid=["multi", "multi-uuid"], addr=[live, doomed])
+                assert await reporter.reg("delete_addr", addr=list(live)) is False
+            assert await reporter.reg("delete_addr", addr=list(doomed)) is True
+            assert await reporter.reg("delete_addr", addr=list(live)) is True
+            assert await reporter.reg("find_actor", name="multi") is None
 
 
 async def test_delete_addr_wrong_identity_or_wedged(reg_addr: tractor_reg.TCPAddress) -> None:
     """Something else now answers at the address, or nothing answers the handshake: stale."""
     with trio.fail_after(10):
-        async with registrar(reg_addr, probe_timeout=0.3):
-            async with client(reg_addr, "reporter") as reporter, client(
-                reg_addr, "gone", "gone-uuid"
-            ) as gone:
-                async with fake_actor("impostor", "impostor-uuid") as reused, fake_actor(
-                    "gone", "gone-uuid", answer=False
-                ) as wedged:
-                    await gone.reg("register_actor", uid=["gone", "gone-uuid"], addr=[reused])
-                    assert await reporter.reg("delete_addr", addr=list(reused)) is True
-                    await gone.reg("register_actor", uid=["gone", "gone-uuid"], addr=[wedged])
-                    started = trio.current_time()
-                    assert await reporter.reg("delete_addr", addr=list(wedged)) is True
-                    assert trio.current_time() - started < 2.0
-                assert await reporter.reg("find_actor", name="gone") is None
+        async with (
+            registrar(reg_addr, probe_timeout=0.3),
+            client(reg_addr, "reporter") as reporter,
+            client(reg_addr, "gone", "gone-uuid") as gone,
+        ):
+            async with (
+                fake_actor("impostor", "impostor-uuid") as reused,
+                fake_actor("gone", "gone-uuid", answer=False) as wedged,
+            ):
+                await gone.reg("register_actor", uid=["gone", "gone-uuid"], addr=[reused])
+                assert await reporter.reg("delete_addr", addr=list(reused)) is True
+                await gone.reg("register_actor", uid=["gone", "gone-uuid"], addr=[wedged])
+                started = trio.current_time()
+                assert await reporter.reg("delete_addr", addr=list(wedged)) is True
+                assert trio.current_time() - started < 2.0
+            assert await reporter.reg("find_actor", name="gone") is None
 
 
 async def test_delete_addr_of_unknown_or_registrar_address(
@@ -819,7 +906,9 @@ async def test_delete_addr_of_unknown_or_registrar_address(
             before = await snapshot()
             async with client(reg_addr, "reporter") as reporter:
                 assert await reporter.reg("delete_addr", addr=["127.0.0.1", 9]) is False
-                assert await reporter.reg("delete_addr", addr=["/nonexistent-tr", "x.sock"]) is False
+                assert (
+                    await reporter.reg("delete_addr", addr=["/nonexistent-tr", "x.sock"]) is False
+                )
                 assert await reporter.reg("delete_addr", addr=list(reg_addr)) is False
             await assert_still_serves(reg_addr, before)
 

@@ -80,7 +80,9 @@ async def test_non_module_level_function_refused(reg_addr: tractor_reg.TCPAddres
 async def test_run_in_actor_result(reg_addr: tractor_reg.TCPAddress) -> None:
     with trio.fail_after(30):
         async with tractor_reg.open_nursery(registry_addrs=[reg_addr]) as an:
-            portals = [await an.run_in_actor(funcs.add, name=f"adder{i}", a=i, b=10) for i in range(3)]
+            portals = [
+                await an.run_in_actor(funcs.add, name=f"adder{i}", a=i, b=10) for i in range(3)
+            ]
             assert [await p.result() for p in portals] == [10, 11, 12]
             # result() can be awaited again
             assert await portals[0].result() == 10
@@ -95,7 +97,9 @@ async def test_run_in_actor_error_via_result(reg_addr: tractor_reg.TCPAddress) -
             assert info.value.type_name == "ValueError"
 
 
-async def test_unconsumed_run_in_actor_error_raises_at_exit(reg_addr: tractor_reg.TCPAddress) -> None:
+async def test_unconsumed_run_in_actor_error_raises_at_exit(
+    reg_addr: tractor_reg.TCPAddress,
+) -> None:
     with trio.fail_after(30), pytest.raises(tractor_reg.RemoteActorError, match="unseen"):
         async with tractor_reg.open_nursery(registry_addrs=[reg_addr]) as an:
             await an.run_in_actor(funcs.boom, message="unseen")
@@ -237,7 +241,8 @@ CTRL_C_SCRIPT = textwrap.dedent(
             for i in range(2):
                 p = await an.start_actor(f"w{i}", enable_modules=["tests.rpc_targets.funcs"])
                 pids.append(await p.run(funcs.pid))
-                socks += [a[0] + "/" + a[1] for a in await p.run(funcs.accept_addrs) if isinstance(a[1], str)]
+                addrs = await p.run(funcs.accept_addrs)
+                socks += [a[0] + "/" + a[1] for a in addrs if isinstance(a[1], str)]
             print("PIDS", *pids, flush=True)
             print("SOCKS", *socks, flush=True)
             await trio.sleep_forever()
@@ -287,7 +292,9 @@ ORPHAN_SCRIPT = textwrap.dedent(
 )
 
 
-def test_child_exits_when_parent_is_killed(tmp_path: object, reg_addr: tractor_reg.TCPAddress) -> None:
+def test_child_exits_when_parent_is_killed(
+    tmp_path: object, reg_addr: tractor_reg.TCPAddress
+) -> None:
     script = os.path.join(str(tmp_path), "orphan.py")
     with open(script, "w") as fh:
         fh.write(ORPHAN_SCRIPT)

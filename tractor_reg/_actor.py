@@ -197,14 +197,28 @@ class Actor:
                 f"(enable_modules={self.enable_modules})"
             )
         fn = getattr(module, func, None)
-        if not (inspect.isfunction(fn) or inspect.isbuiltin(fn)):
-            raise RPCNotAllowed(f"{ns}.{func} is not a function of an enabled module")
+        # Only Python functions *defined* in the enabled module: a name merely imported
+        # into it (``from os import system``) must not become remotely callable.
+        if not inspect.isfunction(fn) or fn.__module__ not in (module.__name__, ns):
+            raise RPCNotAllowed(f"{ns}.{func} is not a function defined in an enabled module")
         return fn
 
     # -- self endpoints ------------------------------------------------------------------
 
     async def cancel(self) -> bool:
-        """Shut this actor down (answered first, then the actor winds down)."""
+        """Shut this actor down (answered first, then the actor winds down).
+
+        Only the parent that spawned this actor may ask (or the actor itself, locally); a
+        root actor is stopped by its own program or by a signal, never by a peer.
+        """
+        caller = _state.current_channel.get()
+        if caller is not None:
+            parent = self._parent_chan.aid if self._parent_chan is not None else None
+            if parent is None or caller.aid is None or caller.aid.uid != parent.uid:
+                raise RPCNotAllowed(
+                    f"only the parent of {self.name!r} may cancel it"
+                    + ("" if parent is not None else " (it is a root actor: it has none)")
+                )
         return True
 
     async def ping(self) -> list[str]:
@@ -415,7 +429,7 @@ class Actor:
         chan = Channel(stream, max_frame_size=self.max_frame_size)
         try:
             await chan.handshake(self._hello(), self.handshake_timeout)
-        except (ProtocolError, TransportClosed) as exc:
+        except (ProtocolError, TransportClosed, OSError) as exc:
             log.warning("%r: refused a connection: %s", self, exc)
             await self._send_channel_error(chan, exc)
             await chan.aclose()
@@ -481,6 +495,10 @@ class Actor:
             async with trio.open_nursery() as calls:
                 await self._message_loop(chan, calls)
                 calls.cancel_scope.cancel()
+        except Exception:
+            # Last line of defence: whatever one peer triggers costs it its channel only,
+            # never the actor's service nursery (and with it every other peer).
+            log.exception("%r: channel %r failed; dropping it", self, chan)
         finally:
             self._calls.pop(chan, None)
             self._remove_peer(chan)
@@ -499,6 +517,11 @@ class Actor:
                 await self._send_channel_error(chan, exc)
                 return
             if isinstance(msg, Call):
+                if msg.cid <= 0 or msg.cid in scopes:
+                    violation = ProtocolError(f"call id {msg.cid} is not a fresh positive id")
+                    log.warning("%r: %s from %r", self, violation, chan)
+                    await self._send_channel_error(chan, violation)
+                    return
                 scope = trio.CancelScope()
                 scopes[msg.cid] = scope
                 calls.start_soon(self._run_call, chan, msg, scope)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple, TypeAlias
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from ._exceptions import AddressError
 
@@ -57,7 +57,7 @@ class UDSAddress(NamedTuple):
         return os.path.join(self.directory, self.filename)
 
     def __str__(self) -> str:
-        return f"uds://{self.path}"
+        return "uds://" + quote(self.path, safe="/@:+,=~!$&'()*;")
 
 
 Address: TypeAlias = TCPAddress | UDSAddress
@@ -88,6 +88,8 @@ def wrap_address(value: object) -> Address:
         if isinstance(second, str):
             if not second or "/" in second or "\0" in second:
                 raise AddressError(f"address {value!r}: UDS filename must be a plain file name")
+            if not os.path.isabs(first):
+                raise AddressError(f"address {value!r}: UDS directory must be an absolute path")
             if "\0" in first:
                 raise AddressError(f"address {value!r}: UDS directory contains NUL")
             return UDSAddress(first, second)
@@ -200,7 +202,19 @@ def is_local_host(host: str) -> bool:
         return host in _local_host_addresses()
     if ip.is_loopback or ip.is_unspecified:
         return True
-    return str(ip) in _local_host_addresses()
+    return str(ip) in _local_host_addresses() or _assigned_here(host)
+
+
+@lru_cache(maxsize=256)
+def _assigned_here(host: str) -> bool:
+    """True if ``host`` is an address of one of this host's interfaces (it can be bound)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.bind((host, 0))
+    except OSError:
+        return False
+    return True
 
 
 def _tier(addr: Address) -> int:

@@ -132,7 +132,7 @@ class Channel:
         del self._buf[: _HEADER.size + length]
         try:
             return decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise ProtocolError(f"undecodable frame: {exc}") from exc
 
     async def aclose(self) -> None:

@@ -202,7 +202,10 @@ class ActorNursery:
                 tcp = next((a for a in actor.accept_addrs if isinstance(a, TCPAddress)), None)
                 binds.append((tcp.host if tcp else "127.0.0.1", 0))
             else:
-                binds.append((str(runtime_dir()), f"{name}@{uuid[:8]}.sock"))
+                # Keep a tree's sockets together: next to the parent's, when it has one.
+                uds = next((a for a in actor.accept_addrs if isinstance(a, UDSAddress)), None)
+                directory = uds.directory if uds else str(runtime_dir())
+                binds.append((directory, f"{name}@{uuid[:8]}.sock"))
         config = getattr(actor, "runtime_config", None)
         spec = SpawnSpec(
             name=name,

@@ -18,7 +18,7 @@ import trio
 
 import tractor_reg
 from tractor_reg._ipc import Channel
-from tractor_reg._msg import Call, Error, Handshake, Msg, Return, encode
+from tractor_reg._msg import Call, Error, Handshake, Msg, Return
 
 HEADER = struct.Struct(">I")
 
