@@ -170,10 +170,20 @@ class CpuMeter:
 Op = Callable[[], Awaitable[object]]
 
 
-async def timed(op: Op, n: int, warmup: int) -> tuple[float, list[float]]:
-    """``n`` sequential calls of ``op`` after ``warmup`` untimed ones: (ops/s, latencies)."""
+def _nothing() -> None:
+    return None
+
+
+async def timed(
+    op: Op, n: int, warmup: int, on_start: Callable[[], None] = _nothing
+) -> tuple[float, list[float]]:
+    """``n`` sequential calls of ``op`` after ``warmup`` untimed ones: (ops/s, latencies).
+
+    ``on_start`` is called between the warm-up and the timed calls.
+    """
     for _ in range(warmup):
         await op()
+    on_start()
     pc = time.perf_counter
     lat = [0.0] * n
     t0 = pc()
@@ -184,11 +194,14 @@ async def timed(op: Op, n: int, warmup: int) -> tuple[float, list[float]]:
     return n / (pc() - t0), lat
 
 
-async def timed_concurrent(ops: list[Op], per_task: int, warmup: int) -> tuple[float, list[float]]:
+async def timed_concurrent(
+    ops: list[Op], per_task: int, warmup: int, on_start: Callable[[], None] = _nothing
+) -> tuple[float, list[float]]:
     """One task per op, each doing ``per_task`` sequential calls: (aggregate ops/s, latencies)."""
     async with trio.open_nursery() as nursery:
         for op in ops:
             nursery.start_soon(timed, op, 0, warmup)
+    on_start()
     pc = time.perf_counter
     lat: list[float] = []
 
@@ -443,11 +456,19 @@ async def echo_conns(env: Env, transport: str, count: int) -> AsyncIterator[list
 
 
 async def run_clients_round(
-    clients: list[Child], transport: str, per_client: int, warmup: int
+    clients: list[Child],
+    transport: str,
+    per_client: int,
+    warmup: int,
+    on_start: Callable[[], None] = _nothing,
 ) -> tuple[float, list[float]]:
+    """Every client process warms up, then all start their timed lookups at one instant."""
     start_at = time.perf_counter() + 0.2 + 0.02 * len(clients)
     for client in clients:
         await client.send_line(f"GO {transport} {per_client} {warmup} {start_at!r}")
+    # A schedule, not a wait for state: the clients start at start_at by themselves.
+    await trio.sleep(max(0.0, start_at - time.perf_counter()))
+    on_start()
     results: list[dict[str, Any]] = []
     for client in clients:
         words = await client.expect("RESULT", 120.0, f"{transport} lookups")
@@ -491,13 +512,12 @@ async def measure(cfg: Config, cluster: Cluster, progress: Callable[[str], None]
         key: str,
         transport: str,
         n: int,
-        run: Callable[[], Awaitable[tuple[float, list[float]]]],
+        run: Callable[..., Awaitable[tuple[float, list[float]]]],
         client: list[int | str],
         server: list[int],
     ) -> None:
         meter = CpuMeter(client, server)
-        meter.start()
-        rate, lat = await run()
+        rate, lat = await run(on_start=meter.start)
         row = rows.setdefault(f"{key}.{transport}", Row(key, transport, n))
         row.add(rate, lat, len(lat), meter.stop())
 

@@ -126,6 +126,19 @@ class BackendClosed(BackendError):
     """The backend was used after :meth:`RegistryBackend.aclose`."""
 
 
+class StoreUnavailable(BackendError):
+    """The store cannot be reached or opened (path not writable, server down, auth)."""
+
+
+class StoreBusy(BackendError):
+    """The store stayed locked by someone else past the configured busy timeout."""
+
+
+class SchemaError(BackendError):
+    """The store's schema is not one this code can use: newer than the code, foreign
+    (another application's database), or not a database at all. Nothing was changed."""
+
+
 class BackendURLError(BackendError, ValueError):
     """A backend URL is malformed, has an unknown scheme or unknown options."""
 

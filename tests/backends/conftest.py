@@ -15,6 +15,7 @@ from tractor_reg.backends import RegistryBackend, opened_backend
 
 BACKEND_URLS = [
     pytest.param("memory://", marks=pytest.mark.memory, id="memory"),
+    pytest.param("sqlite:///{tmp_path}/registry.db", marks=pytest.mark.sqlite, id="sqlite"),
 ]
 
 

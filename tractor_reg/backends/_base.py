@@ -66,6 +66,10 @@ class RegistryBackend(Protocol):
     """The typed async interface every storage backend implements.
 
     Lifecycle: construct (cheap, no I/O), ``await open()``, use, ``await aclose()``.
+    A backend may also offer ``async def run(self) -> None``: background upkeep that the
+    owner runs in a nursery while the backend is open and cancels before closing it
+    (:func:`~tractor_reg.backends.opened_backend` does this). It is optional and not
+    part of this protocol, so backends without upkeep need not define it.
     ``aclose`` is idempotent; any other call after it raises
     :class:`~tractor_reg.BackendClosed`. Driver failures are raised as
     :class:`~tractor_reg.BackendError` with the driver exception as ``__cause__``.

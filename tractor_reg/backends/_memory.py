@@ -259,6 +259,71 @@ class MemoryBackend:
             return None
         return entry
 
+    # -- replica API -------------------------------------------------------------------
+    # Durable backends keep a MemoryBackend as their read view and feed it the changes
+    # their store committed. These methods apply already-decided rows: no validation,
+    # no revision bump of their own, no checkpoint.
+
+    def apply_upsert(self, entry: Entry) -> None:
+        """Store ``entry`` as given. A higher revision than the stored one moves the uid
+        to the newest position; an equal one (renew, lost address) keeps its place."""
+        key = entry.uid
+        old = self._entries.get(key)
+        if old is not None:
+            for addr in old.addrs:
+                if self._owner.get(addr) == key:
+                    del self._owner[addr]
+        if old is not None and old.revision == entry.revision:
+            self._entries[key] = entry
+        else:
+            self._entries.pop(key, None)
+            self._entries[key] = entry
+            names = self._by_name.setdefault(key[0], {})
+            names.pop(key[1], None)
+            names[key[1]] = None
+        for addr in entry.addrs:
+            self._owner[addr] = key
+        self._push_expiry(entry)
+
+    def apply_delete(self, uid: Uid) -> None:
+        """Forget ``uid`` if present."""
+        if uid in self._entries:
+            self._remove(uid)
+
+    def apply_revision(self, revision: int) -> None:
+        """Adopt the store's revision; waiters wake when it moved forward."""
+        if revision > self._revision:
+            self._revision = revision
+            self._changed.set()
+            self._changed = trio.Event()
+
+    @property
+    def current_revision(self) -> int:
+        return self._revision
+
+    def raw_entry(self, uid: Uid) -> Entry | None:
+        """The stored entry of ``uid`` whether live or expired (for planning writes)."""
+        return self._entries.get(uid)
+
+    def raw_owner(self, addr: AddrTuple) -> Uid | None:
+        return self._owner.get(addr)
+
+    def raw_expired(self, now: float) -> list[Entry]:
+        """Stored entries whose lease ended by ``now`` (without removing them)."""
+        if not self._any_expired(now):
+            return []
+        return [e for e in self._entries.values() if not self._live(e, now)]
+
+    def raw_entries(self) -> list[Entry]:
+        return list(self._entries.values())
+
+    def reset(self) -> None:
+        """Drop every entry (before a full reload); the revision is kept."""
+        self._entries.clear()
+        self._by_name.clear()
+        self._owner.clear()
+        self._expiry.clear()
+
     # -- writes ------------------------------------------------------------------------
 
     async def register(

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import trio
 
 from .._exceptions import BackendError, BackendURLError
+from .._util import collapse_eg
 from ._base import DEFAULT_CLOCK, Clock, RegistryBackend
 
 __all__ = ["BACKENDS", "ENTRY_POINT_GROUP", "open_backend", "opened_backend"]
@@ -27,6 +28,7 @@ __all__ = ["BACKENDS", "ENTRY_POINT_GROUP", "open_backend", "opened_backend"]
 #: is only needed when its scheme is used. New built-in backends add a row here.
 BACKENDS: dict[str, str] = {
     "memory": "tractor_reg.backends._memory:MemoryBackend",
+    "sqlite": "tractor_reg.backends._sqlite:SQLiteBackend",
 }
 
 #: Entry-point group that third-party backends register their class under.
@@ -113,7 +115,8 @@ async def opened_backend(
     A str is built with :func:`open_backend` (using ``clock``); a backend instance must
     not be opened yet and is used as is (``clock`` is ignored). ``aclose`` runs in a
     shielded scope, so it completes even when the block raises or is cancelled, and also
-    when ``open`` itself failed part way.
+    when ``open`` itself failed part way. A backend with a ``run()`` coroutine method
+    (optional background upkeep) has it running for the duration of the block.
     """
     if isinstance(url_or_backend, RegistryBackend):
         backend = url_or_backend
@@ -121,7 +124,18 @@ async def opened_backend(
         backend = open_backend(url_or_backend, clock=clock)
     try:
         await backend.open()
-        yield backend
+        maintain = getattr(backend, "run", None)
+        if maintain is None:
+            yield backend
+        else:
+            # Optional background upkeep (e.g. following other processes' writes).
+            with collapse_eg():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(maintain)
+                    try:
+                        yield backend
+                    finally:
+                        nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await backend.aclose()

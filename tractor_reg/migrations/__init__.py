@@ -1,0 +1,1 @@
+"""Versioned, forward-only schema migrations shipped with the package (data files)."""
