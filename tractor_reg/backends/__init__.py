@@ -9,6 +9,8 @@ from __future__ import annotations
 from ._base import DEFAULT_CLOCK, AddrTuple, Clock, Entry, RegistryBackend, Uid
 from ._memory import MemoryBackend
 from ._open import BACKENDS, ENTRY_POINT_GROUP, open_backend, opened_backend
+from ._sqlite import SQLiteBackend, backup_sqlite, migrate_sqlite, parse_sqlite_url
+from ._sqlite_schema import MigrationReport
 
 __all__ = [
     "BACKENDS",
@@ -18,8 +20,13 @@ __all__ = [
     "Clock",
     "Entry",
     "MemoryBackend",
+    "MigrationReport",
     "RegistryBackend",
+    "SQLiteBackend",
     "Uid",
+    "backup_sqlite",
+    "migrate_sqlite",
     "open_backend",
     "opened_backend",
+    "parse_sqlite_url",
 ]

@@ -45,7 +45,14 @@ from .._exceptions import (
 )
 from ._base import DEFAULT_CLOCK, AddrTuple, Clock, Entry, Uid
 from ._memory import MemoryBackend
-from ._sqlite_schema import apply_migrations, inspect_schema, translate
+from ._sqlite_schema import (
+    MigrationReport,
+    apply_migrations,
+    inspect_schema,
+    latest_version,
+    load_migrations,
+    translate,
+)
 
 log = logging.getLogger("tractor_reg.backends.sqlite")
 
@@ -216,7 +223,7 @@ async def _connect(path: str, busy_timeout: float) -> aiosqlite.Connection:
     return conn
 
 
-async def _setup(conn: aiosqlite.Connection, path: str, opts: SQLiteOptions) -> None:
+async def _setup(conn: aiosqlite.Connection, path: str, opts: SQLiteOptions) -> MigrationReport:
     # Inspect before any write so a foreign or newer database is left byte-for-byte alone.
     await inspect_schema(conn, path)
     await conn.execute(f"PRAGMA busy_timeout = {int(opts.busy_timeout * 1000)}")
@@ -225,7 +232,7 @@ async def _setup(conn: aiosqlite.Connection, path: str, opts: SQLiteOptions) -> 
     if not row or str(row[0]).lower() != "wal":
         raise StoreUnavailable(f"{path}: could not switch to WAL mode (got {row!r})")
     await conn.execute(f"PRAGMA synchronous = {opts.synchronous.upper()}")
-    await apply_migrations(conn, path)
+    return await apply_migrations(conn, path)
 
 
 async def _snapshot(conn: aiosqlite.Connection) -> _Snapshot:
@@ -264,11 +271,13 @@ async def _changes_since(conn: aiosqlite.Connection, seq: int) -> _Delta:
 
 async def _begin_write(conn: aiosqlite.Connection, seq: int) -> _Delta:
     await conn.execute("BEGIN IMMEDIATE")
+    delta: _Delta | None = None
     try:
-        return await _changes_since(conn, seq)
-    except BaseException:  # noqa: BLE001 - release the write lock, then re-raise as is
-        await conn.execute("ROLLBACK")
-        raise
+        delta = await _changes_since(conn, seq)
+    finally:
+        if delta is None:  # failed or cancelled: release the write lock
+            await conn.execute("ROLLBACK")
+    return delta
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:
@@ -287,6 +296,7 @@ class _Write:
 
 async def _write_commit(conn: aiosqlite.Connection, write: _Write) -> int:
     """Apply the planned rows and log them, commit, and return the last change seq."""
+    committed = False
     try:
         if write.deletes:
             await conn.executemany(
@@ -355,9 +365,10 @@ async def _write_commit(conn: aiosqlite.Connection, write: _Write) -> int:
         async with conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes") as cur:
             row = await cur.fetchone()
         await conn.execute("COMMIT")
-    except BaseException:  # noqa: BLE001 - release the write lock, then re-raise as is
-        await _rollback(conn)
-        raise
+        committed = True
+    finally:
+        if not committed:  # failed or cancelled: release the write lock
+            await _rollback(conn)
     return int(row[0]) if row else 0
 
 
@@ -829,3 +840,91 @@ def _candidate_uids(op: _Op, scratch: MemoryBackend, now: float) -> list[Uid]:
             for addr in op.args[1]:
                 owner(addr)
     return found
+
+
+# -- tools --------------------------------------------------------------------------------
+
+
+def _path_of(url_or_path: str) -> str:
+    if "://" in url_or_path or url_or_path.startswith("sqlite:"):
+        return parse_sqlite_url(url_or_path).path
+    return url_or_path
+
+
+async def migrate_sqlite(url_or_path: str, *, dry_run: bool = False) -> MigrationReport:
+    """Bring a SQLite registry file to the latest schema (or, with ``dry_run``, report
+    which migrations would run without writing anything).
+
+    Accepts a ``sqlite://`` URL or a plain path. A missing file is created (unless
+    ``dry_run``, which then reports every migration as pending). Raises
+    :class:`~tractor_reg.SchemaError` for a foreign or newer database.
+    """
+    path = _path_of(url_or_path)
+    if dry_run and not os.path.exists(path):  # noqa: ASYNC240 - one stat
+        names = [m.name for m in load_migrations()]
+        return MigrationReport(path, 0, latest_version(), names, dry_run=True)
+    backend = SQLiteBackend(path)
+    if not dry_run:
+        backend._prepare_path()
+    bridge = AsyncioThread("tractor_reg-sqlite-migrate")
+    await bridge.start()
+    conn: aiosqlite.Connection | None = None
+    try:
+        try:
+            conn = await bridge.run(_connect, path, DEFAULT_BUSY_TIMEOUT)
+            if dry_run:
+                return await bridge.run(_dry_run, conn, path)
+            return await bridge.run(_setup, conn, path, backend.options)
+        except TractorRegError:
+            raise
+        except Exception as exc:
+            raise translate(exc, path) from exc
+    finally:
+        with trio.CancelScope(shield=True):
+            if conn is not None:
+                await bridge.run(conn.close)
+            await bridge.aclose()
+
+
+async def _dry_run(conn: aiosqlite.Connection, path: str) -> MigrationReport:
+    return await apply_migrations(conn, path, dry_run=True)
+
+
+async def _backup(src: aiosqlite.Connection, dest_path: str) -> None:
+    dest = await aiosqlite.connect(dest_path)
+    try:
+        await src.backup(dest)
+    finally:
+        await dest.close()
+
+
+async def backup_sqlite(url_or_path: str, dest_path: str) -> None:
+    """Copy a live registry file to ``dest_path`` with SQLite's online backup API.
+
+    Safe while registrars are writing to the source: the copy is a consistent snapshot.
+    The destination is created owner-only and overwritten if it exists.
+    """
+    path = _path_of(url_or_path)
+    if not os.path.exists(path):  # noqa: ASYNC240 - one stat
+        raise StoreUnavailable(f"no database at {path}")
+    try:
+        os.close(os.open(dest_path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot create the backup file {dest_path}: {exc}") from exc
+    bridge = AsyncioThread("tractor_reg-sqlite-backup")
+    await bridge.start()
+    conn: aiosqlite.Connection | None = None
+    try:
+        try:
+            conn = await bridge.run(_connect, path, DEFAULT_BUSY_TIMEOUT)
+            await bridge.run(inspect_schema, conn, path)
+            await bridge.run(_backup, conn, dest_path)
+        except TractorRegError:
+            raise
+        except Exception as exc:
+            raise translate(exc, path) from exc
+    finally:
+        with trio.CancelScope(shield=True):
+            if conn is not None:
+                await bridge.run(conn.close)
+            await bridge.aclose()
