@@ -73,6 +73,9 @@ class Actor:
     is_registrar: ClassVar[bool] = False
     #: Methods peers may call through ``run_from_ns('self', ...)``.
     SELF_ENDPOINTS: ClassVar[frozenset[str]] = frozenset({"cancel", "ping"})
+    #: Endpoints that never block: run inside the channel's message loop instead of in a
+    #: task of their own (saves a task spawn and a scheduler pass per call).
+    INLINE_ENDPOINTS: ClassVar[frozenset[str]] = frozenset({"ping"})
 
     def __init__(
         self,
@@ -393,7 +396,9 @@ class Actor:
 
     # -- connections ---------------------------------------------------------------------
 
-    async def dial(self, addr: Address, *, cache: bool = True, role: str = "peer") -> Channel:
+    async def dial(
+        self, addr: Address, *, cache: bool = True, role: str = "peer", lazy: bool = False
+    ) -> Channel:
         """Connect and handshake with the actor at ``addr``; cached per address by default.
 
         The channel's messages are served by this actor (calls both ways work).
@@ -411,9 +416,9 @@ class Actor:
                 chan = await self._dial_new(addr)
                 self._dialled[addr] = chan
                 return chan
-        return await self._dial_new(addr, role)
+        return await self._dial_new(addr, role, lazy)
 
-    async def _dial_new(self, addr: Address, role: str = "peer") -> Channel:
+    async def _dial_new(self, addr: Address, role: str = "peer", lazy: bool = False) -> Channel:
         assert self._service is not None, "actor is not running"
         stream = await open_stream(addr, self.connect_timeout)
         chan = Channel(stream, raddr=addr, max_frame_size=self.max_frame_size)
@@ -422,7 +427,13 @@ class Actor:
         except CONNECT_ERRORS:
             await chan.aclose()
             raise
-        self._service.start_soon(self._serve_channel, chan)
+        service = self._service
+        if lazy:
+            # Short-lived lookup connections often make no call at all: only start
+            # serving the channel (reader task, peer table) when it is first used.
+            chan.on_first_call = lambda: service.start_soon(self._serve_channel, chan)
+        else:
+            service.start_soon(self._serve_channel, chan)
         return chan
 
     async def _handle_inbound(self, stream: trio.SocketStream) -> None:
@@ -507,6 +518,7 @@ class Actor:
 
     async def _message_loop(self, chan: Channel, calls: trio.Nursery) -> None:
         scopes = self._calls[chan]
+        _state.current_channel.set(chan)  # for inline endpoints; tasks inherit it too
         while True:
             try:
                 msg = await chan.recv()
@@ -522,6 +534,9 @@ class Actor:
                     log.warning("%r: %s from %r", self, violation, chan)
                     await self._send_channel_error(chan, violation)
                     return
+                if msg.ns == "self" and msg.func in self.INLINE_ENDPOINTS:
+                    await self._run_inline(chan, msg)
+                    continue
                 scope = trio.CancelScope()
                 scopes[msg.cid] = scope
                 calls.start_soon(self._run_call, chan, msg, scope)
@@ -571,6 +586,24 @@ class Actor:
             self._calls.get(chan, {}).pop(call.cid, None)
         if call.ns == "self" and call.func == "cancel":
             self.cancel_soon()
+
+    async def _run_inline(self, chan: Channel, call: Call) -> None:
+        """Serve a non-blocking ``self`` endpoint right in the message loop (hot path)."""
+        reply: Return | Error
+        try:
+            result = getattr(self, call.func)(**call.kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            reply = Return(cid=call.cid, value=result)
+        except Exception as exc:  # noqa: BLE001 - boxed and sent to the caller
+            reply = self._error_reply(call.cid, exc)
+        try:
+            try:
+                await chan.send(reply)
+            except (TypeError, msgspec.EncodeError) as exc:
+                await chan.send(self._error_reply(call.cid, exc, "return value not serialisable: "))
+        except TransportClosed:
+            pass
 
     def _error_reply(self, cid: int, exc: Exception, prefix: str = "") -> Error:
         return Error(

@@ -192,6 +192,7 @@ def _local_host_addresses() -> frozenset[str]:
     return frozenset(found)
 
 
+@lru_cache(maxsize=1024)
 def is_local_host(host: str) -> bool:
     """True for loopback, the wildcard, ``localhost`` and this host's own interface addresses."""
     if host in ("localhost", "0.0.0.0", "::"):

@@ -93,7 +93,7 @@ async def _connect_any(
         ranked = [a for a in ranked if a.transport in transports]
     for addr in ranked:
         try:
-            return await actor.dial(addr, cache=False)
+            return await actor.dial(addr, cache=False, lazy=True)
         except CONNECT_ERRORS as exc:
             log.info("%s unreachable (%s); reporting it to the registrar", addr, exc)
             if reg is not None:

@@ -8,9 +8,13 @@ actor's message loop feeds answers back to :meth:`Channel.deliver`.
 from __future__ import annotations
 
 import errno
+import functools
+import ipaddress
 import logging
 import os
+import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -87,6 +91,8 @@ class Channel:
         self._pending: dict[int, _PendingCall] = {}
         self._closed = False
         self.closed_event = trio.Event()
+        #: Set by the actor for lazily served channels: called once, before the first call.
+        self.on_first_call: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         who = f"{self.aid.name}:{self.aid.uuid[:8]}" if self.aid else "?"
@@ -101,13 +107,22 @@ class Channel:
     async def send(self, msg: Msg) -> None:
         payload = encode(msg)
         frame = _HEADER.pack(len(payload)) + payload
-        async with self._send_lock:
+        lock = self._send_lock
+        # Frames must not interleave, but an uncontended lock need not cost a schedule
+        # point (send_all has its own checkpoint).
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()
+        try:
             if self._closed:
                 raise TransportClosed(f"{self!r} is closed")
             try:
                 await self.stream.send_all(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise TransportClosed(f"send on {self!r} failed: {exc}") from exc
+        finally:
+            lock.release()
 
     async def _fill(self, need: int) -> None:
         while len(self._buf) < need:
@@ -127,13 +142,18 @@ class Channel:
             raise FrameTooLarge(
                 f"frame of {length} bytes exceeds the maximum frame size {self.max_frame_size}"
             )
-        await self._fill(_HEADER.size + length)
-        payload = bytes(self._buf[_HEADER.size : _HEADER.size + length])
-        del self._buf[: _HEADER.size + length]
+        end = _HEADER.size + length
+        await self._fill(end)
+        # Decode straight from the receive buffer (no copy); release the view before the
+        # buffer is resized.
+        view = memoryview(self._buf)[_HEADER.size : end]
         try:
-            return decode(payload)
+            return decode(view)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise ProtocolError(f"undecodable frame: {exc}") from exc
+        finally:
+            view.release()
+            del self._buf[:end]
 
     async def aclose(self) -> None:
         if self._closed:
@@ -177,6 +197,9 @@ class Channel:
         :class:`TransportClosed`. If the caller is cancelled, the peer is told to cancel
         the call too.
         """
+        if self.on_first_call is not None:
+            start, self.on_first_call = self.on_first_call, None
+            start()
         cid = self._next_cid
         self._next_cid += 1
         pending = _PendingCall()
@@ -226,14 +249,37 @@ def error_from_msg(msg: Error) -> RemoteActorError:
 async def open_stream(addr: Address, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> trio.abc.Stream:
     """Dial ``addr``. Raises ``OSError`` (e.g. ConnectionRefusedError) or ``TimeoutError``."""
     with trio.move_on_after(timeout) as scope:
-        if isinstance(addr, TCPAddress):
+        if isinstance(addr, TCPAddress) and not _is_ip_literal(addr.host):
             stream: trio.abc.Stream = await trio.open_tcp_stream(addr.host, addr.port)
+            return stream
+        # IP literals (what registries hand out) and UDS: one plain connect, without
+        # open_tcp_stream's name resolution and happy-eyeballs task machinery.
+        if isinstance(addr, TCPAddress):
+            family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+            target: str | tuple[str, int] = (addr.host, addr.port)
         else:
             check_uds_path(addr)
-            stream = await trio.open_unix_socket(addr.path)
-        return stream
+            family, target = socket.AF_UNIX, addr.path
+        sock = trio.socket.socket(family, socket.SOCK_STREAM)
+        connected = False
+        try:
+            await sock.connect(target)
+            connected = True
+        finally:
+            if not connected:
+                sock.close()
+        return trio.SocketStream(sock)
     assert scope.cancelled_caught
     raise TimeoutError(errno.ETIMEDOUT, f"connecting to {addr} timed out after {timeout}s")
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 async def open_listener(addr: Address) -> tuple[trio.SocketListener, Address]:

@@ -69,6 +69,6 @@ def encode(msg: Msg) -> bytes:
     return _encoder.encode(msg)
 
 
-def decode(payload: bytes) -> Msg:
+def decode(payload: bytes | memoryview) -> Msg:
     """Decode one frame payload; raises ``msgspec.DecodeError``/``ValidationError``."""
     return _decoder.decode(payload)

@@ -98,6 +98,13 @@ class Registrar(Actor):
         "list_entries",
         "delete_addr",
     }
+    INLINE_ENDPOINTS: ClassVar[frozenset[str]] = Actor.INLINE_ENDPOINTS | {
+        # Reads: every backend answers them from memory without blocking.
+        "find_actor",
+        "find_actors",
+        "get_registry",
+        "list_entries",
+    }
 
     def __init__(
         self,

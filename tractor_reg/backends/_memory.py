@@ -198,6 +198,12 @@ class MemoryBackend:
         await trio.lowlevel.checkpoint()
         self._check_usable()
 
+    async def _enter_read(self) -> None:
+        # Reads change nothing, so a cancel point is enough: skipping the schedule point
+        # saves a scheduler pass on the registrar's hottest path (every lookup).
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_usable()
+
     # -- internals ---------------------------------------------------------------------
 
     def _live(self, entry: Entry, now: float) -> bool:
@@ -433,12 +439,12 @@ class MemoryBackend:
 
     async def get(self, uid: Uid) -> Entry | None:
         """The live entry of ``uid``, or ``None``."""
-        await self._enter()
+        await self._enter_read()
         return self._live_entry(_check_uid(uid), self._clock())
 
     async def owner_of(self, addr: AddrTuple) -> Entry | None:
         """The live entry holding ``addr``, or ``None``."""
-        await self._enter()
+        await self._enter_read()
         owner = self._owner.get(_check_addr(addr))
         if owner is None:
             return None
@@ -450,7 +456,7 @@ class MemoryBackend:
         Walks the name's uids newest first, so the cost is one step plus one per
         expired-but-not-purged entry newer than the answer.
         """
-        await self._enter()
+        await self._enter_read()
         name = _check_name(name)
         now = self._clock()
         for uuid in reversed(self._by_name.get(name, {})):
@@ -461,7 +467,7 @@ class MemoryBackend:
 
     async def lookup_all(self, name: str) -> list[Entry]:
         """Every live entry of ``name``, most recent first."""
-        await self._enter()
+        await self._enter_read()
         name = _check_name(name)
         now = self._clock()
         found = (self._entries[(name, uuid)] for uuid in reversed(self._by_name.get(name, {})))
@@ -469,13 +475,13 @@ class MemoryBackend:
 
     async def entries(self) -> list[Entry]:
         """Every live entry, oldest revision first."""
-        await self._enter()
+        await self._enter_read()
         now = self._clock()
         return [e for e in self._entries.values() if self._live(e, now)]
 
     async def count(self) -> int:
         """The number of live entries (O(1) unless something expired is still stored)."""
-        await self._enter()
+        await self._enter_read()
         now = self._clock()
         if not self._any_expired(now):
             return len(self._entries)
@@ -483,7 +489,7 @@ class MemoryBackend:
 
     async def revision(self) -> int:
         """The current store revision; 0 for a new store."""
-        await self._enter()
+        await self._enter_read()
         return self._revision
 
     async def wait_changed(self, after: int) -> int:
