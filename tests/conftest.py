@@ -56,7 +56,9 @@ def no_leftover_children() -> Iterator[None]:
     """Every test must leave no child process (running or zombie) behind."""
     before = _children(os.getpid())
     yield
-    leftover = _children(os.getpid()) - before
+    from tests.redis_servers import LONG_LIVED
+
+    leftover = _children(os.getpid()) - before - LONG_LIVED
     if leftover:
         for pid in leftover:
             try:

@@ -14,11 +14,11 @@ work into few calls instead of calling once per item.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import outcome
 import trio
 
 from ._exceptions import BackendClosed, BackendError
@@ -44,6 +44,7 @@ class AsyncioThread:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._stopped = trio.Event()
+        self._waiters: set[trio.Event] = set()
 
     @property
     def running(self) -> bool:
@@ -77,6 +78,8 @@ class AsyncioThread:
                 if pending:
                     loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 loop.run_until_complete(loop.shutdown_asyncgens())
+                # Threads of the default executor (getaddrinfo, run_in_executor) too.
+                loop.run_until_complete(loop.shutdown_default_executor())
                 loop.close()
                 _signal(stopped)
 
@@ -97,31 +100,50 @@ class AsyncioThread:
             raise BackendClosed("the asyncio bridge is not running")
         token = trio.lowlevel.current_trio_token()
         done = trio.Event()
+        box: list[outcome.Outcome[T]] = []
+        task_box: list[asyncio.Task[None]] = []
 
-        def _wake(_: concurrent.futures.Future[T]) -> None:
+        def _wake(_: object = None) -> None:
             try:
                 token.run_sync_soon(done.set)
             except trio.RunFinishedError:
                 pass  # the trio run is gone; nobody waits any more
 
-        async def _call() -> T:
-            return await fn(*args)
+        async def _call() -> None:
+            # The outcome (value or exception, cancellation included) is handed over whole.
+            box.append(await outcome.acapture(fn, *args))
 
-        future = asyncio.run_coroutine_threadsafe(_call(), loop)
-        future.add_done_callback(_wake)
+        def _start() -> None:
+            task = loop.create_task(_call())
+            task_box.append(task)
+            # Fires once the task has really finished (also if it was cancelled before
+            # its first step), never earlier.
+            task.add_done_callback(_wake)
+
+        self._waiters.add(done)
         try:
-            await done.wait()
-        except trio.Cancelled:
-            future.cancel()
-            # Wait (shielded) for the asyncio side to unwind before we report Cancelled,
-            # so a cancelled call never leaves work running behind the caller's back.
-            with trio.CancelScope(shield=True):
+            loop.call_soon_threadsafe(_start)
+            try:
                 await done.wait()
-            raise
-        try:
-            return future.result()
-        except concurrent.futures.CancelledError as exc:
-            raise BridgeCancelled("the asyncio side cancelled the operation") from exc
+            except trio.Cancelled:
+                # FIFO: _start has run before this, so the task exists to be cancelled.
+                loop.call_soon_threadsafe(lambda: task_box and task_box[0].cancel())
+                # Wait (shielded) for the asyncio side to unwind before reporting
+                # Cancelled, so a cancelled call never leaves work running behind.
+                with trio.CancelScope(shield=True):
+                    await done.wait()
+                raise
+        except RuntimeError as exc:  # call_soon_threadsafe on a loop that just closed
+            raise BackendClosed("the asyncio bridge stopped") from exc
+        finally:
+            self._waiters.discard(done)
+        if not box:
+            why = "stopped before the call ran" if self._closed else "cancelled the operation"
+            raise BridgeCancelled(f"the asyncio side {why}")
+        result = box[0]
+        if isinstance(result, outcome.Error) and isinstance(result.error, asyncio.CancelledError):
+            raise BridgeCancelled("the asyncio side cancelled the operation") from result.error
+        return result.unwrap()
 
     async def aclose(self) -> None:
         """Stop the loop and join its thread. Idempotent; completes even if cancelled."""
@@ -134,3 +156,6 @@ class AsyncioThread:
         with trio.CancelScope(shield=True):
             await self._stopped.wait()
         thread.join()  # the thread signalled its last step: this returns at once
+        # Calls whose task never got to run before the loop went away: answer them.
+        for waiter in list(self._waiters):
+            waiter.set()

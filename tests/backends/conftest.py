@@ -7,15 +7,29 @@ test's temporary directory (for file-based stores such as SQLite).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.redis_servers import (
+    LONG_LIVED,
+    RedisCluster,
+    RedisServer,
+    start_cluster,
+    start_standalone,
+)
 from tractor_reg.backends import RegistryBackend, opened_backend
 
 BACKEND_URLS = [
     pytest.param("memory://", marks=pytest.mark.memory, id="memory"),
     pytest.param("sqlite:///{tmp_path}/registry.db", marks=pytest.mark.sqlite, id="sqlite"),
+    pytest.param("{redis}?namespace={namespace}", marks=pytest.mark.redis, id="redis"),
+    pytest.param(
+        "{redis_cluster}?namespace={namespace}",
+        marks=[pytest.mark.redis, pytest.mark.redis_cluster],
+        id="redis-cluster",
+    ),
 ]
 
 
@@ -40,10 +54,39 @@ def clock() -> FakeClock:
 @pytest.fixture(params=BACKEND_URLS)
 def backend_url(request: pytest.FixtureRequest, tmp_path: object) -> str:
     url: str = request.param
-    return url.format(tmp_path=tmp_path)
+    # Servers are started only for the rows that use them (session-scoped fixtures).
+    values: dict[str, object] = {"tmp_path": tmp_path, "namespace": uuid.uuid4().hex}
+    if "{redis}" in url:
+        values["redis"] = request.getfixturevalue("redis_server").url
+    if "{redis_cluster}" in url:
+        values["redis_cluster"] = request.getfixturevalue("redis_cluster").url
+    return url.format(**values)
 
 
 @pytest.fixture
 async def backend(backend_url: str, clock: FakeClock) -> AsyncIterator[RegistryBackend]:
     async with opened_backend(backend_url, clock=clock) as opened:
         yield opened
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A standalone redis-server of the test session's own (namespaces keep tests apart)."""
+    server = start_standalone()
+    assert server.proc is not None
+    LONG_LIVED.add(server.proc.pid)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A 3-master Redis Cluster of the test session's own."""
+    cluster = start_cluster()
+    LONG_LIVED.update(s.proc.pid for s in cluster.servers if s.proc is not None)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -29,6 +29,11 @@ __all__ = ["BACKENDS", "ENTRY_POINT_GROUP", "open_backend", "opened_backend"]
 BACKENDS: dict[str, str] = {
     "memory": "tractor_reg.backends._memory:MemoryBackend",
     "sqlite": "tractor_reg.backends._sqlite:SQLiteBackend",
+    "redis": "tractor_reg.backends._redis:RedisBackend",
+    "rediss": "tractor_reg.backends._redis:RedisBackend",
+    "unix": "tractor_reg.backends._redis:RedisBackend",
+    "redis+cluster": "tractor_reg.backends._redis:RedisBackend",
+    "rediss+cluster": "tractor_reg.backends._redis:RedisBackend",
 }
 
 #: Entry-point group that third-party backends register their class under.

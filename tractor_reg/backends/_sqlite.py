@@ -21,10 +21,12 @@ Design:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import os
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,12 +41,11 @@ from .._exceptions import (
     BackendClosed,
     BackendError,
     BackendURLError,
-    InvalidRequest,
     StoreUnavailable,
     TractorRegError,
 )
 from ._base import DEFAULT_CLOCK, AddrTuple, Clock, Entry, Uid
-from ._memory import MemoryBackend
+from ._replica import Op, Plan, ReplicatedBackend, plan_batch
 from ._sqlite_schema import (
     MigrationReport,
     apply_migrations,
@@ -218,6 +219,18 @@ class _Delta:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
 
 
+async def _close(conn: aiosqlite.Connection) -> None:
+    """Close the connection and join aiosqlite's worker thread.
+
+    ``close()`` returns once the worker *answered* the stop request; joining makes
+    "closed" mean no thread is left behind.
+    """
+    await conn.close()
+    worker = getattr(conn, "_thread", None)
+    if worker is not None and worker.is_alive():
+        worker.join(timeout=5)
+
+
 async def _connect(path: str, busy_timeout: float) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout)
     return conn
@@ -227,8 +240,22 @@ async def _setup(conn: aiosqlite.Connection, path: str, opts: SQLiteOptions) -> 
     # Inspect before any write so a foreign or newer database is left byte-for-byte alone.
     await inspect_schema(conn, path)
     await conn.execute(f"PRAGMA busy_timeout = {int(opts.busy_timeout * 1000)}")
-    async with conn.execute("PRAGMA journal_mode = WAL") as cur:
-        row = await cur.fetchone()
+    # Switching to WAL needs a moment of exclusive access and SQLite answers BUSY at once
+    # instead of using the busy handler: retry until busy_timeout like any other lock.
+    deadline = asyncio.get_running_loop().time() + opts.busy_timeout
+    delay = 0.005
+    while True:
+        try:
+            async with conn.execute("PRAGMA journal_mode = WAL") as cur:
+                row = await cur.fetchone()
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
     if not row or str(row[0]).lower() != "wal":
         raise StoreUnavailable(f"{path}: could not switch to WAL mode (got {row!r})")
     await conn.execute(f"PRAGMA synchronous = {opts.synchronous.upper()}")
@@ -379,26 +406,7 @@ async def _commit_empty(conn: aiosqlite.Connection) -> None:
 # -- trio side ---------------------------------------------------------------------------
 
 
-@dataclass
-class _Op:
-    kind: str  # register | unregister | renew | delete_addr | purge
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    done: trio.Event = field(default_factory=trio.Event)
-    result: Any = None
-    error: BaseException | None = None
-
-
-_REASONS = {
-    "register": "register",
-    "unregister": "unregister",
-    "renew": "renew",
-    "delete_addr": "delete_addr",
-    "purge": "expire",
-}
-
-
-class SQLiteBackend:
+class SQLiteBackend(ReplicatedBackend):
     """:class:`~tractor_reg.backends.RegistryBackend` stored in a SQLite file (WAL).
 
     Writes are committed (with the configured ``synchronous`` level) before they return;
@@ -428,17 +436,12 @@ class SQLiteBackend:
             poll_interval=poll_interval,
             change_retention=change_retention,
         )
+        super().__init__(clock=clock)
         self.path = path
-        self._clock = clock
-        self._view = MemoryBackend(clock=clock)
         self._bridge = AsyncioThread(f"tractor_reg-sqlite:{os.path.basename(path)}")
         self._conn: aiosqlite.Connection | None = None
         self._seq = 0
-        self._queue: list[_Op] = []
-        self._leading = False
         self._sync_lock = trio.Lock()
-        self._opened = False
-        self._closed = False
         self._commits = 0
         #: Rows found invalid at load/replay (skipped, logged).
         self.skipped_rows = 0
@@ -506,7 +509,7 @@ class SQLiteBackend:
             if self._conn is not None:
                 conn, self._conn = self._conn, None
                 try:
-                    await self._bridge.run(conn.close)
+                    await self._bridge.run(_close, conn)
                 except Exception as exc:  # noqa: BLE001 - closing; nothing left to protect
                     log.warning("closing %s failed: %s", self.path, exc)
             await self._bridge.aclose()
@@ -545,12 +548,6 @@ class SQLiteBackend:
             except Exception as exc:
                 raise translate(exc, self.path) from exc
             await self._apply_delta(delta)
-
-    def _check_usable(self) -> None:
-        if self._closed:
-            raise BackendClosed("sqlite backend is closed")
-        if not self._opened:
-            raise BackendClosed("sqlite backend not opened: await open() first")
 
     def _require_conn(self) -> aiosqlite.Connection:
         if self._conn is None:
@@ -593,28 +590,7 @@ class SQLiteBackend:
 
     # -- writes --------------------------------------------------------------------------
 
-    async def _submit(self, op: _Op) -> Any:
-        self._check_usable()
-        self._queue.append(op)
-        if not self._leading:
-            self._leading = True
-            try:
-                # Shielded: other callers' writes ride in the batch this task leads.
-                with trio.CancelScope(shield=True):
-                    while self._queue:
-                        await trio.lowlevel.checkpoint()  # let concurrent writers queue
-                        batch, self._queue = self._queue, []
-                        await self._commit(batch)
-            finally:
-                self._leading = False
-        # A caller cancelled here may still see its write committed (as with any
-        # database): the answer is lost, not the write.
-        await op.done.wait()
-        if op.error is not None:
-            raise op.error
-        return op.result
-
-    async def _commit(self, batch: list[_Op]) -> None:
+    async def _commit_batch(self, batch: list[Op]) -> None:
         try:
             async with self._sync_lock:
                 if self._closed or self._conn is None:
@@ -627,219 +603,40 @@ class SQLiteBackend:
                 except Exception as exc:
                     raise translate(exc, self.path) from exc
                 try:
+                    # Under the write lock: replay others' commits, so the plan is exact.
                     await self._apply_delta(delta)
-                    write = await self._plan(batch)
-                    if write is None:
+                    plan = await plan_batch(self._view, batch, self._clock())
+                    if plan.empty:
                         await self._bridge.run(_commit_empty, conn)
                     else:
-                        self._seq = await self._bridge.run(_write_commit, conn, write)
+                        self._seq = await self._bridge.run(
+                            _write_commit, conn, self._write_for(plan)
+                        )
                 except TractorRegError:
                     await self._bridge.run(_rollback, conn)
                     raise
                 except Exception as exc:
                     await self._bridge.run(_rollback, conn)
                     raise translate(exc, self.path) from exc
-                if write is not None:
-                    for uid, _ in write.deletes:
-                        self._view.apply_delete(uid)
-                    for entry, _ in write.upserts:
-                        self._view.apply_upsert(entry)
-                    self._view.apply_revision(write.revision)
+                if not plan.empty:
+                    self._apply_plan(plan)
+                self._deliver(batch, plan)
         except TractorRegError as exc:
             for op in batch:
-                if not op.done.is_set():
-                    op.error = exc
-        finally:
-            for op in batch:
-                op.done.set()
-
-    async def _plan(self, batch: list[_Op]) -> _Write | None:
-        """Run the batch on a scratch copy of the rows it touches; return the diff.
-
-        Each operation's result (or its InvalidRequest) is stored on the op; the write
-        itself is all-or-nothing for the batch.
-        """
-        view = self._view
-        now = self._clock()
-        touched: dict[Uid, Entry | None] = {}
-
-        def seed_uid(uid: object) -> None:
-            if isinstance(uid, tuple | list) and len(uid) == 2:
-                try:
-                    key = (uid[0], uid[1])
-                    if key not in touched:
-                        touched[key] = view.raw_entry(key)
-                except TypeError:
-                    pass
-
-        def seed_addr(addr: object) -> None:
-            if isinstance(addr, tuple | list) and len(addr) == 2:
-                try:
-                    owner = view.raw_owner((addr[0], addr[1]))
-                except TypeError:
-                    return
-                if owner is not None:
-                    seed_uid(owner)
-
-        for op in batch:
-            if op.kind == "purge":
-                for entry in view.raw_expired(now):
-                    seed_uid(entry.uid)
-            elif op.kind == "delete_addr":
-                seed_addr(op.args[0])
-            else:
-                seed_uid(op.args[0])
-                if op.kind == "register" and isinstance(op.args[1], list | tuple):
-                    for addr in op.args[1]:
-                        seed_addr(addr)
-
-        scratch = MemoryBackend(clock=lambda: now)
-        await scratch.open()
-        for entry in sorted((e for e in touched.values() if e is not None), key=_by_rev):
-            scratch.apply_upsert(entry)
-        scratch.apply_revision(view.current_revision)
-        reasons: dict[Uid, str] = {}
-        for op in batch:
-            candidates = _candidate_uids(op, scratch, now)
-            before = {uid: scratch.raw_entry(uid) for uid in candidates}
-            method = "purge_expired" if op.kind == "purge" else op.kind
-            try:
-                op.result = await getattr(scratch, method)(*op.args, **op.kwargs)
-            except InvalidRequest as exc:
                 op.error = exc
-                continue
-            own = _uid_of(op.args[0]) if op.kind in ("register", "unregister", "renew") else None
-            for uid, old in before.items():
-                if scratch.raw_entry(uid) != old:
-                    evicted = op.kind == "register" and uid != own
-                    reasons[uid] = "evict" if evicted else _REASONS[op.kind]
 
-        upserts: list[tuple[Entry, str]] = []
-        deletes: list[tuple[Uid, str]] = []
-        for uid in set(touched) | {e.uid for e in scratch.raw_entries()}:
-            old = touched.get(uid)
-            new = scratch.raw_entry(uid)
-            if new is None and old is not None:
-                deletes.append((uid, reasons.get(uid, "delete")))
-            elif new is not None and new != old:
-                upserts.append((new, reasons.get(uid, "register")))
-        if not upserts and not deletes:
-            return None
-        upserts.sort(key=lambda item: item[0].revision)
+    def _write_for(self, plan: Plan) -> _Write:
         self._commits += 1
         prune = None
         if self._commits % 256 == 0 and self._seq > self.options.change_retention:
             prune = self._seq - self.options.change_retention
         return _Write(
-            revision=scratch.current_revision,
-            upserts=upserts,
-            deletes=deletes,
+            revision=plan.revision,
+            upserts=plan.upserts,
+            deletes=plan.deletes,
             now=time.time(),
             prune_below=prune,
         )
-
-    async def register(
-        self, uid: Uid, addrs: Sequence[AddrTuple], ttl: float, *, registrar: str = ""
-    ) -> Entry:
-        result: Entry = await self._submit(
-            _Op("register", (uid, addrs, ttl), {"registrar": registrar})
-        )
-        return result
-
-    async def unregister(self, uid: Uid) -> Entry | None:
-        result: Entry | None = await self._submit(_Op("unregister", (uid,)))
-        return result
-
-    async def renew(self, uid: Uid, ttl: float) -> Entry | None:
-        result: Entry | None = await self._submit(_Op("renew", (uid, ttl)))
-        return result
-
-    async def delete_addr(self, addr: AddrTuple) -> Uid | None:
-        result: Uid | None = await self._submit(_Op("delete_addr", (addr,)))
-        return result
-
-    async def purge_expired(self) -> list[Entry]:
-        await trio.lowlevel.checkpoint()
-        self._check_usable()
-        if not self._view.raw_expired(self._clock()):
-            return []  # nothing to do: no write transaction
-        result: list[Entry] = await self._submit(_Op("purge", ()))
-        return result
-
-    # -- reads (the view) ----------------------------------------------------------------
-
-    async def get(self, uid: Uid) -> Entry | None:
-        self._check_usable()
-        return await self._view.get(uid)
-
-    async def owner_of(self, addr: AddrTuple) -> Entry | None:
-        self._check_usable()
-        return await self._view.owner_of(addr)
-
-    async def lookup(self, name: str) -> Entry | None:
-        self._check_usable()
-        return await self._view.lookup(name)
-
-    async def lookup_all(self, name: str) -> list[Entry]:
-        self._check_usable()
-        return await self._view.lookup_all(name)
-
-    async def entries(self) -> list[Entry]:
-        self._check_usable()
-        return await self._view.entries()
-
-    async def count(self) -> int:
-        self._check_usable()
-        return await self._view.count()
-
-    async def revision(self) -> int:
-        self._check_usable()
-        return await self._view.revision()
-
-    async def wait_changed(self, after: int) -> int:
-        self._check_usable()
-        return await self._view.wait_changed(after)
-
-
-def _by_rev(entry: Entry) -> int:
-    return entry.revision
-
-
-def _uid_of(value: object) -> Uid | None:
-    if isinstance(value, tuple | list) and len(value) == 2:
-        return (value[0], value[1])
-    return None
-
-
-def _candidate_uids(op: _Op, scratch: MemoryBackend, now: float) -> list[Uid]:
-    """The uids an operation can change, found before it runs (to label the log)."""
-    found: list[Uid] = []
-
-    def owner(addr: object) -> None:
-        if isinstance(addr, tuple | list) and len(addr) == 2:
-            try:
-                uid = scratch.raw_owner((addr[0], addr[1]))
-            except TypeError:
-                return
-            if uid is not None:
-                found.append(uid)
-
-    if op.kind == "purge":
-        found.extend(e.uid for e in scratch.raw_expired(now))
-    elif op.kind == "delete_addr":
-        owner(op.args[0])
-    else:
-        own = _uid_of(op.args[0])
-        if own is not None:
-            try:
-                hash(own)
-                found.append(own)
-            except TypeError:
-                pass
-        if op.kind == "register" and isinstance(op.args[1], list | tuple):
-            for addr in op.args[1]:
-                owner(addr)
-    return found
 
 
 # -- tools --------------------------------------------------------------------------------
@@ -882,7 +679,7 @@ async def migrate_sqlite(url_or_path: str, *, dry_run: bool = False) -> Migratio
     finally:
         with trio.CancelScope(shield=True):
             if conn is not None:
-                await bridge.run(conn.close)
+                await bridge.run(_close, conn)
             await bridge.aclose()
 
 
@@ -895,7 +692,7 @@ async def _backup(src: aiosqlite.Connection, dest_path: str) -> None:
     try:
         await src.backup(dest)
     finally:
-        await dest.close()
+        await _close(dest)
 
 
 async def backup_sqlite(url_or_path: str, dest_path: str) -> None:
@@ -926,5 +723,5 @@ async def backup_sqlite(url_or_path: str, dest_path: str) -> None:
     finally:
         with trio.CancelScope(shield=True):
             if conn is not None:
-                await bridge.run(conn.close)
+                await bridge.run(_close, conn)
             await bridge.aclose()

@@ -96,9 +96,25 @@ def translate(exc: BaseException, path: str) -> Exception:
 
 
 async def inspect_schema(conn: aiosqlite.Connection, path: str) -> int:
-    """The database's schema version; refuses (without writing) foreign or newer ones."""
-    async with conn.execute("PRAGMA user_version") as cur:
-        row = await cur.fetchone()
+    """The database's schema version; refuses (without writing) foreign or newer ones.
+
+    Version and table list are read in one read transaction: another process's
+    migration commits both together, so a reader never sees its tables without its
+    version (which would look like another application's database).
+    """
+    own_txn = not conn.in_transaction
+    if own_txn:
+        await conn.execute("BEGIN")
+    try:
+        async with conn.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        async with conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        ) as cur:
+            tables = {str(r[0]) for r in await cur.fetchall()}
+    finally:
+        if own_txn:
+            await conn.execute("COMMIT")
     version = int(row[0]) if row else 0
     latest = latest_version()
     if version > latest:
@@ -106,10 +122,6 @@ async def inspect_schema(conn: aiosqlite.Connection, path: str) -> int:
             f"{path} has schema version {version}, newer than this tractor_reg "
             f"(which knows up to {latest}); upgrade tractor_reg, the file was left untouched"
         )
-    async with conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-    ) as cur:
-        tables = {str(r[0]) for r in await cur.fetchall()}
     foreign = tables - OUR_TABLES
     if foreign or (version == 0 and tables):
         raise SchemaError(

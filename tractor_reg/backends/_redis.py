@@ -1,0 +1,808 @@
+"""``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://`` — a registry shared
+by several registrars through one Redis (or Redis Cluster).
+
+Design (same shape as the SQLite backend):
+
+* **Reads never touch Redis.** Lookups are answered from an in-memory view (a
+  :class:`MemoryBackend` replica) that only holds rows Redis stored.
+* **Writes are one atomic script per batch.** Concurrent writes queue up; the leader
+  plans the batch on scratch rows with the memory backend's rules, then one ``EVALSHA``
+  checks that nobody wrote since the view's last change (the change sequence number)
+  and applies every row, appends to the change stream, sets the store revision and
+  publishes a notification — all or nothing. If someone else wrote first, the leader
+  replays their changes and plans again. Scripts are loaded once, called by SHA, and
+  reloaded on ``NOSCRIPT``.
+* **Every key of a namespace shares one hash tag** (``tractor_reg:{NAMESPACE}:v1:...``),
+  so the scripts work on Redis Cluster, and several deployments can share one Redis.
+* **Change notifications.** Each registrar subscribes to the namespace's channel and
+  replays the change stream when told (and every ``poll_interval`` as a safety net).
+  After a lost subscription it replays everything it may have missed before trusting
+  its view; if Redis lost its data (restart without persistence) it reloads, and the
+  live actors re-register on their next renewal.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import msgspec
+import trio
+
+from .._aio import AsyncioThread
+from .._exceptions import (
+    BackendClosed,
+    BackendError,
+    BackendURLError,
+    SchemaError,
+    StoreBusy,
+    StoreUnavailable,
+    TractorRegError,
+)
+from ._base import DEFAULT_CLOCK, Clock, Entry, Uid
+from ._replica import Op, Plan, ReplicatedBackend, plan_batch
+
+log = logging.getLogger("tractor_reg.backends.redis")
+
+SCHEMA_VERSION = 1
+MIN_REDIS_VERSION = (6, 2, 0)
+DEFAULT_NAMESPACE = "tractor_reg"
+DEFAULT_POLL_INTERVAL = 1.0
+DEFAULT_CONNECT_TIMEOUT = 2.0
+DEFAULT_SOCKET_TIMEOUT = 5.0
+DEFAULT_CHANGE_RETENTION = 100_000
+_MAX_CONFLICT_RETRIES = 100
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+
+# KEYS: entries, rev, seq, changes
+# ARGV: expected_seq, new_rev, maxlen, channel, n_upserts, [field, json]*, n_deletes,
+#       [field]*, n_changes, [kind, field, json, reason]*
+_APPLY = """
+local cur = tonumber(redis.call('GET', KEYS[3]) or '0')
+if cur ~= tonumber(ARGV[1]) then
+  return {0, cur, ''}
+end
+local i = 5
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('HDEL', KEYS[1], ARGV[i]); i = i + 1
+end
+redis.call('SET', KEYS[2], ARGV[2])
+n = tonumber(ARGV[i]); i = i + 1
+local q = cur
+local last = ''
+for _ = 1, n do
+  q = q + 1
+  last = redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*',
+    'q', q, 'r', ARGV[2], 'k', ARGV[i], 'f', ARGV[i + 1], 'e', ARGV[i + 2], 'w', ARGV[i + 3])
+  i = i + 4
+end
+redis.call('SET', KEYS[3], q)
+redis.call('PUBLISH', ARGV[4], q)
+return {1, q, last}
+"""
+
+# KEYS: seq, changes ; ARGV: after_id, count
+_SINCE = """
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local rows = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
+return {seq, rows}
+"""
+
+# KEYS: entries, rev, seq, changes
+_SNAPSHOT = """
+local rev = tonumber(redis.call('GET', KEYS[2]) or '0')
+local seq = tonumber(redis.call('GET', KEYS[3]) or '0')
+local top = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+local last = '0-0'
+if top[1] then last = top[1][1] end
+return {rev, seq, last, redis.call('HGETALL', KEYS[1])}
+"""
+
+
+# -- URL ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RedisOptions:
+    """Everything a ``redis*://`` URL says."""
+
+    url: str
+    cluster: bool = False
+    nodes: tuple[tuple[str, int], ...] = ()
+    unix_path: str | None = None
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    namespace: str = DEFAULT_NAMESPACE
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT
+    change_retention: int = DEFAULT_CHANGE_RETENTION
+    ssl: dict[str, str] = field(default_factory=dict)
+
+    def redacted(self) -> str:
+        """The URL without its password, for logs and errors."""
+        if self.password is None:
+            return self.url
+        return self.url.replace(f":{self.password}@", ":***@", 1)
+
+
+def _seconds(name: str, raw: str, url: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BackendURLError(f"option {name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise BackendURLError(f"option {name}={raw!r} must be > 0")
+    return value
+
+
+def parse_redis_url(url: str) -> RedisOptions:
+    """Parse ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS),
+    ``unix:///path/redis.sock?db=N`` and ``redis+cluster://host:port[,host:port...]``.
+
+    Query options: ``namespace`` (default ``tractor_reg``), ``poll_interval``,
+    ``connect_timeout``, ``socket_timeout`` (seconds), ``change_retention`` (rows),
+    ``db`` (unix only), and for TLS ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``,
+    ``ssl_cert_reqs`` (``required``/``optional``/``none``).
+    """
+    if not isinstance(url, str):
+        raise BackendURLError(f"backend URL must be a str, got {url!r}")
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in _SCHEMES:
+        raise BackendURLError(f"not a Redis URL: {url!r}; expected one of {_SCHEMES}")
+    cluster = scheme.endswith("+cluster")
+    tls = scheme.startswith("rediss")
+    opts: dict[str, Any] = {"url": url, "cluster": cluster, "tls": tls}
+
+    if cluster:
+        # urlsplit cannot parse a comma-separated host list: split it by hand.
+        if "#" in rest:
+            raise BackendURLError(f"Redis URL {url!r} must not have a fragment")
+        before_query, _, query = rest.partition("?")
+        netloc, _, path = before_query.partition("/")
+        if path:
+            raise BackendURLError(f"redis+cluster URLs take no database path, got {path!r}")
+        if "@" in netloc:
+            creds, _, hosts = netloc.rpartition("@")
+            user, _, password = creds.partition(":")
+            opts["username"] = unquote(user) or None
+            opts["password"] = unquote(password) if password else None
+        else:
+            hosts = netloc
+        nodes: list[tuple[str, int]] = []
+        for part in hosts.split(","):
+            node_host, _, node_port = part.strip().rpartition(":")
+            node_host = node_host.strip("[]")
+            if not node_host or not node_port.isdigit() or not 0 < int(node_port) < 65536:
+                raise BackendURLError(f"bad cluster node {part!r} in {url!r}; expected host:port")
+            nodes.append((node_host, int(node_port)))
+        opts["nodes"] = tuple(nodes)
+    else:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise BackendURLError(f"malformed Redis URL {url!r}: {exc}") from exc
+        if parts.fragment:
+            raise BackendURLError(f"Redis URL {url!r} must not have a fragment")
+        query = parts.query
+        opts["username"] = unquote(parts.username) if parts.username else None
+        opts["password"] = unquote(parts.password) if parts.password else None
+        if scheme == "unix":
+            if parts.netloc or not parts.path.startswith("/"):
+                raise BackendURLError(f"unix URL must be unix:///abs/path/redis.sock, got {url!r}")
+            opts["unix_path"] = unquote(parts.path)
+        else:
+            if not parts.hostname:
+                raise BackendURLError(f"Redis URL {url!r} names no host")
+            opts["nodes"] = ((parts.hostname, port or 6379),)
+            db_path = parts.path.strip("/")
+            if db_path:
+                if not db_path.isdigit():
+                    raise BackendURLError(f"database {db_path!r} in {url!r} is not a number")
+                opts["db"] = int(db_path)
+
+    ssl: dict[str, str] = {}
+    seen: set[str] = set()
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError as exc:
+        raise BackendURLError(f"malformed options in {url!r}: {exc}") from exc
+    for key, value in pairs:
+        if key in seen:
+            raise BackendURLError(f"option {key!r} given twice in {url!r}")
+        seen.add(key)
+        if key == "namespace":
+            if not _NAMESPACE_RE.match(value):
+                raise BackendURLError(
+                    f"namespace {value!r} must be 1-100 characters of letters, digits, _ . : -"
+                )
+            opts["namespace"] = value
+        elif key in ("poll_interval", "connect_timeout", "socket_timeout"):
+            opts[key] = _seconds(key, value, url)
+        elif key == "change_retention":
+            if not value.isdigit() or int(value) < 1000:
+                raise BackendURLError(f"change_retention={value!r} must be an integer >= 1000")
+            opts[key] = int(value)
+        elif key == "db" and scheme == "unix":
+            if not value.isdigit():
+                raise BackendURLError(f"db={value!r} is not a number")
+            opts["db"] = int(value)
+        elif key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile") and tls:
+            ssl[key] = value
+        elif key == "ssl_cert_reqs" and tls:
+            if value not in ("required", "optional", "none"):
+                raise BackendURLError("ssl_cert_reqs must be required, optional or none")
+            ssl[key] = value
+        else:
+            raise BackendURLError(
+                f"unknown Redis option {key!r} in {url!r}; known: namespace, poll_interval, "
+                "connect_timeout, socket_timeout, change_retention"
+                + (", db" if scheme == "unix" else "")
+                + (", ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs" if tls else "")
+            )
+    opts["ssl"] = ssl
+    return RedisOptions(**opts)
+
+
+# -- encoding -----------------------------------------------------------------------------
+
+
+class _StoredEntry(msgspec.Struct):
+    """An entry as stored (msgspec cannot decode Entry's union of tuple types directly)."""
+
+    name: str
+    uuid: str
+    addrs: list[tuple[str, int | str]]
+    revision: int
+    registered_at: float
+    expires_at: float
+    registrar: str = ""
+
+
+_entry_encoder = msgspec.json.Encoder()
+_entry_decoder = msgspec.json.Decoder(_StoredEntry)
+_uid_decoder = msgspec.json.Decoder(tuple[str, str])
+
+
+def _field(uid: Uid) -> bytes:
+    return _entry_encoder.encode([uid[0], uid[1]])
+
+
+def _decode_entry(raw: bytes) -> Entry:
+    stored = _entry_decoder.decode(raw)
+    if not stored.addrs or not stored.name or not stored.uuid:
+        raise ValueError("entry without name, uuid or addresses")
+    if not (math.isfinite(stored.registered_at) and math.isfinite(stored.expires_at)):
+        raise ValueError("entry with a non-finite lease time")
+    addrs: list[tuple[str, int] | tuple[str, str]] = []
+    for host, port_or_file in stored.addrs:
+        if isinstance(port_or_file, int):
+            addrs.append((host, port_or_file))
+        else:
+            addrs.append((host, port_or_file))
+    return Entry(
+        name=stored.name,
+        uuid=stored.uuid,
+        addrs=tuple(addrs),
+        revision=stored.revision,
+        registered_at=stored.registered_at,
+        expires_at=stored.expires_at,
+        registrar=stored.registrar,
+    )
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# -- asyncio side ---------------------------------------------------------------------------
+
+
+class _Conn:
+    """The redis.asyncio clients of one backend; lives on the bridge's asyncio loop."""
+
+    def __init__(self, opts: RedisOptions) -> None:
+        self.opts = opts
+        self.client: Any = None
+        self.pubsub_client: Any = None
+        self.pubsub: Any = None
+        self.shas: dict[str, str] = {}
+
+    def _common(self) -> dict[str, Any]:
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        opts = self.opts
+        kwargs: dict[str, Any] = dict(
+            username=opts.username,
+            password=opts.password,
+            socket_timeout=opts.socket_timeout,
+            socket_connect_timeout=opts.connect_timeout,
+            # Fail fast: the registrar reports outages and actors retry through leases.
+            retry=Retry(NoBackoff(), 0),
+        )
+        if opts.tls:
+            kwargs["ssl"] = True
+            kwargs.update(opts.ssl)
+        return kwargs
+
+    def _plain(self, host: str | None, port: int | None) -> Any:
+        import redis.asyncio as aioredis
+
+        kwargs = self._common()
+        if self.opts.unix_path is not None:
+            kwargs.pop("ssl", None)
+            return aioredis.Redis(unix_socket_path=self.opts.unix_path, db=self.opts.db, **kwargs)
+        return aioredis.Redis(
+            host=host or "127.0.0.1", port=port or 6379, db=self.opts.db, **kwargs
+        )
+
+    async def connect(self) -> None:
+        if self.opts.cluster:
+            from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+            self.client = RedisCluster(
+                startup_nodes=[ClusterNode(h, p) for h, p in self.opts.nodes],
+                **self._common(),
+            )
+            await self.client.initialize()
+        else:
+            host, port = self.opts.nodes[0] if self.opts.nodes else (None, None)
+            self.client = self._plain(host, port)
+            await self.client.ping()
+
+    async def server_version(self) -> tuple[int, ...]:
+        if self.opts.cluster:
+            node = self.client.get_random_node()
+            info = await self.client.info("server", target_nodes=node)
+        else:
+            info = await self.client.info("server")
+        raw = info.get("redis_version") if isinstance(info, dict) else None
+        if raw is None and isinstance(info, dict):  # cluster: {node: info}
+            first: Any = next(iter(info.values()), {})
+            raw = first.get("redis_version") if isinstance(first, dict) else None
+        if raw is None:
+            raise SchemaError("the server did not report a redis_version")
+        return tuple(int(p) for p in str(raw).split(".")[:3] if p.isdigit())
+
+    async def script(self, name: str, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        from redis.exceptions import NoScriptError
+
+        sha = self.shas.get(name)
+        if sha is None:
+            sha = self.shas[name] = await self.client.script_load(source)
+        try:
+            return await self.client.evalsha(sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # Script cache flushed (restart, failover, SCRIPT FLUSH): load it again.
+            self.shas[name] = await self.client.script_load(source)
+            return await self.client.evalsha(self.shas[name], len(keys), *keys, *args)
+
+    async def subscribe(self, channel: str) -> None:
+        await self.unsubscribe()
+        last_exc: Exception | None = None
+        nodes: list[tuple[str | None, int | None]] = list(self.opts.nodes) or [(None, None)]
+        for host, port in nodes:
+            # PUBLISH reaches every node of a cluster, so any one node will do.
+            client = self._plain(host, port)
+            try:
+                pubsub = client.pubsub()
+                await pubsub.subscribe(channel)
+            except Exception as exc:  # noqa: BLE001 - try the next node, report the last
+                last_exc = exc
+                await client.aclose()
+                continue
+            self.pubsub_client, self.pubsub = client, pubsub
+            return
+        assert last_exc is not None
+        raise last_exc
+
+    async def next_message(self, timeout: float) -> bool:
+        if self.pubsub is None:
+            raise ConnectionError("not subscribed")
+        msg = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+        return msg is not None
+
+    async def unsubscribe(self) -> None:
+        pubsub, client = self.pubsub, self.pubsub_client
+        self.pubsub = self.pubsub_client = None
+        for closer in (getattr(pubsub, "aclose", None), getattr(client, "aclose", None)):
+            if closer is not None:
+                try:
+                    await closer()
+                except Exception as exc:  # noqa: BLE001 - closing a broken connection
+                    log.debug("closing a Redis connection failed: %s", exc)
+
+    async def close(self) -> None:
+        await self.unsubscribe()
+        if self.client is not None:
+            client, self.client = self.client, None
+            await client.aclose()
+
+
+def _translate(exc: BaseException, opts: RedisOptions) -> Exception:
+    """A redis-py failure as the matching TractorRegError (the cause stays chained)."""
+    from redis import exceptions as rex
+
+    where = opts.redacted()
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, rex.AuthenticationError | rex.AuthenticationWrongNumberOfArgsError):
+        return StoreUnavailable(f"{where}: authentication failed: {text}")
+    if isinstance(exc, rex.ResponseError) and (
+        "NOAUTH" in text or "WRONGPASS" in text or "NOPERM" in text
+    ):
+        return StoreUnavailable(f"{where}: not authorised: {text}")
+    if isinstance(exc, rex.InvalidResponse | rex.DataError) or "Protocol" in type(exc).__name__:
+        return StoreUnavailable(f"{where}: the server does not speak the Redis protocol ({text})")
+    if isinstance(exc, rex.BusyLoadingError):
+        return StoreBusy(f"{where}: Redis is loading its dataset ({text})")
+    if isinstance(exc, rex.ConnectionError | rex.TimeoutError | OSError | TimeoutError):
+        return StoreUnavailable(f"{where}: Redis unreachable: {text}")
+    if isinstance(exc, rex.RedisError):
+        return BackendError(f"{where}: Redis error: {text}")
+    return StoreUnavailable(f"{where}: unexpected error: {exc!r}")
+
+
+# -- trio side ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Since:
+    seq: int
+    rows: list[Any]
+
+
+class RedisBackend(ReplicatedBackend):
+    """:class:`~tractor_reg.backends.RegistryBackend` shared through Redis (or a Cluster).
+
+    Writes are stored by Redis before they return; reads are answered from memory.
+    Run :meth:`run` while open (``opened_backend`` does) to follow other registrars'
+    writes through pub/sub and to reconnect after outages.
+    """
+
+    scheme: str = "redis"
+    #: Every URL scheme this class serves.
+    SCHEMES: tuple[str, ...] = _SCHEMES
+
+    def __init__(self, options: RedisOptions, *, clock: Clock = DEFAULT_CLOCK) -> None:
+        super().__init__(clock=clock)
+        self.options = options
+        self.scheme = options.url.partition("://")[0].lower() or "redis"
+        ns = options.namespace
+        prefix = f"tractor_reg:{{{ns}}}:v{SCHEMA_VERSION}"
+        self.keys = {
+            "entries": f"{prefix}:entries",
+            "rev": f"{prefix}:rev",
+            "seq": f"{prefix}:seq",
+            "changes": f"{prefix}:changes",
+            "schema": f"tractor_reg:{{{ns}}}:schema",
+        }
+        self.channel = f"tractor_reg:{{{ns}}}:v{SCHEMA_VERSION}:notify"
+        self._bridge = AsyncioThread(f"tractor_reg-redis:{ns}")
+        self._conn: _Conn | None = None
+        self._seq = 0
+        self._last_id = "0-0"
+        self._sync_lock = trio.Lock()
+        self._healthy = False
+        self._synced_at = 0.0
+        self._run_scope = trio.CancelScope()
+        self._run_active = False
+        self._run_exited = trio.Event()
+        self.skipped_rows = 0
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock = DEFAULT_CLOCK) -> Self:
+        return cls(parse_redis_url(url), clock=clock)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._opened else "new"
+        return f"<RedisBackend {self.options.redacted()} {state}>"
+
+    @property
+    def healthy(self) -> bool:
+        """True while the last exchange with Redis succeeded."""
+        return self._healthy
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return await self._bridge.run(fn, *args)
+        except TractorRegError:
+            raise
+        except Exception as exc:
+            self._healthy = False
+            raise _translate(exc, self.options) from exc
+
+    def _require_conn(self) -> _Conn:
+        if self._conn is None:
+            raise BackendClosed("redis backend is closed")
+        return self._conn
+
+    async def _script(self, name: str, source: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._call(self._require_conn().script, name, source, keys, args)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, check the server version and the key layout, load the view."""
+        if self._closed:
+            raise BackendClosed("redis backend is closed")
+        if self._opened:
+            raise BackendError("redis backend is already opened")
+        await self._bridge.start()
+        ok = False
+        try:
+            self._conn = _Conn(self.options)
+            with trio.fail_after(self.options.connect_timeout * 3 + 1) as _:
+                await self._call(self._conn.connect)
+                version = await self._call(self._conn.server_version)
+            if version < MIN_REDIS_VERSION:
+                need = ".".join(map(str, MIN_REDIS_VERSION))
+                have = ".".join(map(str, version))
+                raise SchemaError(
+                    f"{self.options.redacted()} runs Redis {have}; tractor_reg needs Redis "
+                    f">= {need} (exclusive XRANGE, scripting with streams)"
+                )
+            await self._check_layout()
+            await self._view.open()
+            await self._reload()
+            ok = True
+        except trio.TooSlowError as exc:
+            raise StoreUnavailable(f"{self.options.redacted()}: no answer from Redis") from exc
+        finally:
+            if not ok:
+                await self._release()
+        self._opened = True
+        self._healthy = True
+
+    async def _check_layout(self) -> None:
+        conn = self._require_conn()
+
+        async def check(c: _Conn) -> Any:
+            await c.client.set(self.keys["schema"], str(SCHEMA_VERSION), nx=True)
+            return await c.client.get(self.keys["schema"])
+
+        found = await self._call(check, conn)
+        if found is None or _text(found) != str(SCHEMA_VERSION):
+            raise SchemaError(
+                f"namespace {self.options.namespace!r} on {self.options.redacted()} uses key "
+                f"layout v{_text(found)}, this tractor_reg uses v{SCHEMA_VERSION}"
+            )
+
+    async def _release(self) -> None:
+        with trio.CancelScope(shield=True):
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                try:
+                    await self._bridge.run(conn.close)
+                except Exception as exc:  # noqa: BLE001 - closing; nothing left to protect
+                    log.debug("closing Redis connections failed: %s", exc)
+            await self._bridge.aclose()
+
+    async def aclose(self) -> None:
+        """Close connections and the bridge thread; wake waiters. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with trio.CancelScope(shield=True):
+            # Stop the follower first: its in-flight Redis calls must finish unwinding
+            # before their connections are closed under them.
+            self._run_scope.cancel()
+            if self._run_active:
+                await self._run_exited.wait()
+            async with self._sync_lock:
+                await self._release()
+            await self._view.aclose()
+
+    async def run(self) -> None:
+        """Follow other registrars' writes and survive outages; runs until cancelled."""
+        self._run_active = True
+        try:
+            with self._run_scope:
+                await self._follow()
+        finally:
+            self._run_active = False
+            self._run_exited.set()
+
+    async def _follow(self) -> None:
+        backoff = 0.1
+        conn = self._require_conn()
+        while not self._closed:
+            try:
+                await self._call(conn.subscribe, self.channel)
+                # Anything written while we were not subscribed: replay before trusting.
+                await self.poll()
+                if not self._healthy:
+                    log.warning(
+                        "Redis %s is back; the registry view is current again",
+                        self.options.redacted(),
+                    )
+                self._healthy = True
+                backoff = 0.1
+                while True:
+                    await self._call(conn.next_message, self.options.poll_interval)
+                    await self.poll()
+            except BackendClosed:
+                return
+            except BackendError as exc:
+                if self._healthy or backoff == 0.1:
+                    age = time.time() - self._synced_at if self._synced_at else float("nan")
+                    log.warning(
+                        "lost Redis %s (%s); answering lookups from the last coherent view "
+                        "(%.1f s old); writes fail until it is back",
+                        self.options.redacted(),
+                        exc,
+                        age,
+                    )
+                self._healthy = False
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    # -- the view ------------------------------------------------------------------------
+
+    async def poll(self) -> None:
+        """Replay every change stored since the last look (reloading if Redis lost data)."""
+        self._check_usable()
+        async with self._sync_lock:
+            await self._catch_up()
+
+    async def _catch_up(self) -> None:
+        keys = [self.keys["seq"], self.keys["changes"]]
+        while True:
+            reply = await self._script("since", _SINCE, keys, [self._last_id, 1000])
+            seq, rows = int(reply[0]), reply[1]
+            if seq < self._seq:
+                log.warning(
+                    "Redis %s lost the registry (change #%d, we had seen #%d): reloading; "
+                    "live actors re-register on their next renewal",
+                    self.options.redacted(),
+                    seq,
+                    self._seq,
+                )
+                await self._reload()
+                return
+            if not rows:
+                if seq != self._seq:
+                    await self._reload()  # the stream was trimmed past what we saw
+                return
+            first_q = int(_fields(rows[0][1]).get(b"q", b"0"))
+            if first_q != self._seq + 1:
+                log.info("fell behind the change stream; reloading the registry view")
+                await self._reload()
+                return
+            self._apply_rows(rows)
+            self._synced_at = time.time()
+            if len(rows) < 1000:
+                return
+
+    def _apply_rows(self, rows: list[Any]) -> None:
+        top_revision = 0
+        for stream_id, raw_fields in rows:
+            fields = _fields(raw_fields)
+            self._last_id = _text(stream_id)
+            self._seq = int(fields.get(b"q", self._seq))
+            try:
+                top_revision = max(top_revision, int(fields[b"r"]))
+                uid = _uid_decoder.decode(fields[b"f"])
+                if fields[b"k"] == b"delete":
+                    self._view.apply_delete(uid)
+                else:
+                    self._view.apply_upsert(_decode_entry(fields[b"e"]))
+            except (KeyError, ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self.skipped_rows += 1
+                log.error("skipping invalid change %s: %s", self._last_id, exc)
+        self._view.apply_revision(top_revision)
+
+    async def _reload(self) -> None:
+        keys = [self.keys["entries"], self.keys["rev"], self.keys["seq"], self.keys["changes"]]
+        reply = await self._script("snapshot", _SNAPSHOT, keys, [])
+        revision, seq, last_id, flat = int(reply[0]), int(reply[1]), _text(reply[2]), reply[3]
+        self._view.reset()
+        entries: list[Entry] = []
+        for i in range(0, len(flat), 2):
+            try:
+                entry = _decode_entry(flat[i + 1])
+                if _field(entry.uid) != flat[i]:
+                    raise ValueError("hash field does not match the entry's uid")
+                entries.append(entry)
+            except (ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self.skipped_rows += 1
+                log.error(
+                    "namespace %r: skipping invalid entry %r: %s",
+                    self.options.namespace,
+                    flat[i][:200],
+                    exc,
+                )
+        for entry in sorted(entries, key=lambda e: e.revision):
+            self._view.apply_upsert(entry)
+        self._seq, self._last_id = seq, last_id
+        self._view.apply_revision(revision)
+        self._synced_at = time.time()
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def _commit_batch(self, batch: list[Op]) -> None:
+        try:
+            async with self._sync_lock:
+                if self._closed or self._conn is None:
+                    raise BackendClosed("redis backend is closed")
+                for _ in range(_MAX_CONFLICT_RETRIES):
+                    plan = await plan_batch(self._view, batch, self._clock())
+                    if plan.empty:
+                        self._deliver(batch, plan)
+                        return
+                    reply = await self._script(
+                        "apply", _APPLY, self._apply_keys(), self._apply_args(plan)
+                    )
+                    if int(reply[0]) == 1:
+                        self._seq, self._last_id = int(reply[1]), _text(reply[2])
+                        self._apply_plan(plan)
+                        self._synced_at = time.time()
+                        self._healthy = True
+                        self._deliver(batch, plan)
+                        return
+                    # Another registrar wrote first: replay its changes and plan again.
+                    await self._catch_up()
+                raise StoreBusy(
+                    f"{self.options.redacted()}: gave up after {_MAX_CONFLICT_RETRIES} "
+                    "conflicting concurrent writes"
+                )
+        except TractorRegError as exc:
+            for op in batch:
+                op.error = exc
+
+    def _apply_keys(self) -> list[str]:
+        k = self.keys
+        return [k["entries"], k["rev"], k["seq"], k["changes"]]
+
+    def _apply_args(self, plan: Plan) -> list[Any]:
+        args: list[Any] = [
+            self._seq,
+            plan.revision,
+            self.options.change_retention,
+            self.channel,
+            len(plan.upserts),
+        ]
+        encoded: list[tuple[bytes, bytes]] = []
+        for entry, _ in plan.upserts:
+            pair = (_field(entry.uid), _entry_encoder.encode(entry))
+            encoded.append(pair)
+            args.extend(pair)
+        args.append(len(plan.deletes))
+        args.extend(_field(uid) for uid, _ in plan.deletes)
+        args.append(len(plan.deletes) + len(plan.upserts))
+        for uid, reason in plan.deletes:
+            args.extend([b"delete", _field(uid), b"", reason])
+        for (field_, json_), (_, reason) in zip(encoded, plan.upserts, strict=True):
+            args.extend([b"upsert", field_, json_, reason])
+        return args
+
+
+def _fields(raw: Any) -> dict[bytes, bytes]:
+    """Stream entry fields as a dict (redis-py gives a flat list from scripts)."""
+    if isinstance(raw, dict):
+        return {k if isinstance(k, bytes) else str(k).encode(): v for k, v in raw.items()}
+    it = iter(raw)
+    return {
+        (k if isinstance(k, bytes) else str(k).encode()): (
+            v if isinstance(v, bytes) else str(v).encode()
+        )
+        for k, v in zip(it, it, strict=False)
+    }

@@ -1,0 +1,278 @@
+"""What durable backends share: an in-memory read view, group commit, and planning.
+
+A durable backend keeps the whole table in a :class:`MemoryBackend` used as a *replica*:
+reads are answered from it without touching the store, and it only ever holds rows the
+store committed. Writes queue up; the first writer leads and commits every queued
+operation as one batch.
+
+Planning a batch reuses the memory backend's rules instead of re-implementing them: the
+rows the batch touches are copied into a scratch :class:`MemoryBackend`, the operations
+run there, and the difference is what the store must write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from .._exceptions import BackendClosed, InvalidRequest
+from ._base import AddrTuple, Clock, Entry, Uid
+from ._memory import MemoryBackend
+
+#: Why a row changed, as recorded in change logs.
+REASONS = {
+    "register": "register",
+    "unregister": "unregister",
+    "renew": "renew",
+    "delete_addr": "delete_addr",
+    "purge": "expire",
+}
+
+
+@dataclass
+class Op:
+    """One queued write. ``kind`` names a MemoryBackend write (``purge`` for purge_expired)."""
+
+    kind: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+@dataclass
+class Plan:
+    """The outcome of running a batch on scratch rows: what to write, and each answer."""
+
+    revision: int
+    upserts: list[tuple[Entry, str]]
+    deletes: list[tuple[Uid, str]]
+    outcomes: list[tuple[Any, BaseException | None]]
+
+    @property
+    def empty(self) -> bool:
+        return not self.upserts and not self.deletes
+
+
+def _uid_of(value: object) -> Uid | None:
+    if isinstance(value, tuple | list) and len(value) == 2:
+        key = (value[0], value[1])
+        try:
+            hash(key)
+        except TypeError:
+            return None
+        return key
+    return None
+
+
+def _owner(view: MemoryBackend, addr: object) -> Uid | None:
+    if isinstance(addr, tuple | list) and len(addr) == 2:
+        try:
+            return view.raw_owner((addr[0], addr[1]))
+        except TypeError:
+            return None
+    return None
+
+
+def _candidates(op: Op, rows: MemoryBackend, now: float) -> list[Uid]:
+    """The uids an operation can change, found before it runs."""
+    found: list[Uid] = []
+    if op.kind == "purge":
+        found.extend(e.uid for e in rows.raw_expired(now))
+    elif op.kind == "delete_addr":
+        owner = _owner(rows, op.args[0])
+        if owner is not None:
+            found.append(owner)
+    else:
+        own = _uid_of(op.args[0])
+        if own is not None:
+            found.append(own)
+        if op.kind == "register" and isinstance(op.args[1], list | tuple):
+            for addr in op.args[1]:
+                owner = _owner(rows, addr)
+                if owner is not None:
+                    found.append(owner)
+    return found
+
+
+async def plan_batch(view: MemoryBackend, batch: Sequence[Op], now: float) -> Plan:
+    """Run ``batch`` against a scratch copy of the rows it touches in ``view``."""
+    touched: dict[Uid, Entry | None] = {}
+    for op in batch:
+        for uid in _candidates(op, view, now):
+            if uid not in touched:
+                touched[uid] = view.raw_entry(uid)
+
+    scratch = MemoryBackend(clock=lambda: now)
+    await scratch.open()
+    for entry in sorted((e for e in touched.values() if e is not None), key=_revision_of):
+        scratch.apply_upsert(entry)
+    scratch.apply_revision(view.current_revision)
+
+    reasons: dict[Uid, str] = {}
+    outcomes: list[tuple[Any, BaseException | None]] = []
+    for op in batch:
+        before = {uid: scratch.raw_entry(uid) for uid in _candidates(op, scratch, now)}
+        method = "purge_expired" if op.kind == "purge" else op.kind
+        try:
+            result = await getattr(scratch, method)(*op.args, **op.kwargs)
+        except InvalidRequest as exc:
+            outcomes.append((None, exc))
+            continue
+        outcomes.append((result, None))
+        own = _uid_of(op.args[0]) if op.kind in ("register", "unregister", "renew") else None
+        for uid, old in before.items():
+            if scratch.raw_entry(uid) != old:
+                evicted = op.kind == "register" and uid != own
+                reasons[uid] = "evict" if evicted else REASONS[op.kind]
+            touched.setdefault(uid, old)
+
+    upserts: list[tuple[Entry, str]] = []
+    deletes: list[tuple[Uid, str]] = []
+    for uid, old in touched.items():
+        new = scratch.raw_entry(uid)
+        if new is None and old is not None:
+            deletes.append((uid, reasons.get(uid, "delete")))
+        elif new is not None and new != old:
+            upserts.append((new, reasons.get(uid, "register")))
+    upserts.sort(key=lambda item: item[0].revision)
+    return Plan(scratch.current_revision, upserts, deletes, outcomes)
+
+
+def _revision_of(entry: Entry) -> int:
+    return entry.revision
+
+
+class ReplicatedBackend:
+    """Base of durable backends: reads from the view, writes through group commit.
+
+    Subclasses implement :meth:`_commit_batch`, which must, for one batch of ops: bring
+    the view up to date with the store, plan the batch with :func:`plan_batch`, make the
+    store commit the plan atomically, then apply it with :meth:`_apply_plan` and store
+    each op's outcome (or the error for all of them).
+    """
+
+    scheme: str = ""
+
+    def __init__(self, *, clock: Clock) -> None:
+        self._clock = clock
+        self._view = MemoryBackend(clock=clock)
+        self._queue: list[Op] = []
+        self._leading = False
+        self._opened = False
+        self._closed = False
+        self._name = type(self).__name__
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise BackendClosed(f"{self.scheme} backend is closed")
+        if not self._opened:
+            raise BackendClosed(f"{self.scheme} backend not opened: await open() first")
+
+    def _apply_plan(self, plan: Plan) -> None:
+        for uid, _ in plan.deletes:
+            self._view.apply_delete(uid)
+        for entry, _ in plan.upserts:
+            self._view.apply_upsert(entry)
+        self._view.apply_revision(plan.revision)
+
+    async def _commit_batch(self, batch: list[Op]) -> None:
+        raise NotImplementedError
+
+    async def _submit(self, op: Op) -> Any:
+        self._check_usable()
+        self._queue.append(op)
+        if not self._leading:
+            self._leading = True
+            try:
+                # Shielded: other callers' writes ride in the batch this task leads.
+                with trio.CancelScope(shield=True):
+                    while self._queue:
+                        await trio.lowlevel.checkpoint()  # let concurrent writers queue
+                        batch, self._queue = self._queue, []
+                        try:
+                            await self._commit_batch(batch)
+                        finally:
+                            for queued in batch:
+                                queued.done.set()
+            finally:
+                self._leading = False
+        # A caller cancelled here may still see its write committed (as with any
+        # database): the answer is lost, not the write.
+        await op.done.wait()
+        if op.error is not None:
+            raise op.error
+        return op.result
+
+    @staticmethod
+    def _deliver(batch: Sequence[Op], plan: Plan) -> None:
+        for op, (result, error) in zip(batch, plan.outcomes, strict=True):
+            op.result, op.error = result, error
+
+    # -- writes ----------------------------------------------------------------------
+
+    async def register(
+        self, uid: Uid, addrs: Sequence[AddrTuple], ttl: float, *, registrar: str = ""
+    ) -> Entry:
+        result: Entry = await self._submit(
+            Op("register", (uid, addrs, ttl), {"registrar": registrar})
+        )
+        return result
+
+    async def unregister(self, uid: Uid) -> Entry | None:
+        result: Entry | None = await self._submit(Op("unregister", (uid,)))
+        return result
+
+    async def renew(self, uid: Uid, ttl: float) -> Entry | None:
+        result: Entry | None = await self._submit(Op("renew", (uid, ttl)))
+        return result
+
+    async def delete_addr(self, addr: AddrTuple) -> Uid | None:
+        result: Uid | None = await self._submit(Op("delete_addr", (addr,)))
+        return result
+
+    async def purge_expired(self) -> list[Entry]:
+        await trio.lowlevel.checkpoint()
+        self._check_usable()
+        if not self._view.raw_expired(self._clock()):
+            return []  # nothing expired: no write at all
+        result: list[Entry] = await self._submit(Op("purge", ()))
+        return result
+
+    # -- reads (the view) ------------------------------------------------------------
+
+    async def get(self, uid: Uid) -> Entry | None:
+        self._check_usable()
+        return await self._view.get(uid)
+
+    async def owner_of(self, addr: AddrTuple) -> Entry | None:
+        self._check_usable()
+        return await self._view.owner_of(addr)
+
+    async def lookup(self, name: str) -> Entry | None:
+        self._check_usable()
+        return await self._view.lookup(name)
+
+    async def lookup_all(self, name: str) -> list[Entry]:
+        self._check_usable()
+        return await self._view.lookup_all(name)
+
+    async def entries(self) -> list[Entry]:
+        self._check_usable()
+        return await self._view.entries()
+
+    async def count(self) -> int:
+        self._check_usable()
+        return await self._view.count()
+
+    async def revision(self) -> int:
+        self._check_usable()
+        return await self._view.revision()
+
+    async def wait_changed(self, after: int) -> int:
+        self._check_usable()
+        return await self._view.wait_changed(after)
