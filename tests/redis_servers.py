@@ -159,6 +159,7 @@ def start_cluster(masters: int = 3, timeout: float = 30.0) -> RedisCluster:
     assert REDIS_CLI, "redis-cli is not installed"
     directory = tempfile.mkdtemp(prefix="tr-cluster-")
     servers: list[RedisServer] = []
+    ready = False
     try:
         for _ in range(masters):
             port = free_port()
@@ -206,9 +207,10 @@ def start_cluster(masters: int = 3, timeout: float = 30.0) -> RedisCluster:
                 if time.monotonic() > deadline:
                     raise AssertionError(f"cluster not ok on {server.port}:\n{info}")
                 time.sleep(0.05)
-    except BaseException:  # noqa: BLE001 - stop what was started, then re-raise
-        for server in servers:
-            server.kill()
-        shutil.rmtree(directory, ignore_errors=True)
-        raise
+        ready = True
+    finally:
+        if not ready:  # stop what was started; the error propagates
+            for server in servers:
+                server.kill()
+            shutil.rmtree(directory, ignore_errors=True)
     return RedisCluster(servers, directory)
