@@ -11,7 +11,7 @@ import trio
 from . import _state
 from ._actor import CONNECT_ERRORS, Actor
 from ._addr import Address, unwrap_address, wrap_address
-from ._exceptions import InvalidRequest, PermissionDenied
+from ._exceptions import BackendError, InvalidRequest, PermissionDenied
 from ._ipc import Channel, open_stream
 from .backends import Entry, RegistryBackend
 
@@ -127,7 +127,12 @@ class Registrar(Actor):
     async def _purge_loop(self) -> None:
         while True:
             await trio.sleep(self.purge_interval)
-            purged = await self.backend.purge_expired()
+            try:
+                purged = await self.backend.purge_expired()
+            except BackendError as exc:
+                # The store is down or busy: lookups go on from the view; purge later.
+                log.warning("purging expired leases failed: %s", exc)
+                continue
             for entry in purged:
                 log.info("lease expired: %s %s %s", entry.name, entry.uuid, list(entry.addrs))
 
