@@ -21,7 +21,9 @@ import trio
 from . import _state
 from ._addr import Address, UDSAddress, unwrap_address, wrap_address
 from ._exceptions import (
+    BackendError,
     HandshakeError,
+    InvalidRequest,
     ProtocolError,
     RemoteActorError,
     RPCNotAllowed,
@@ -56,8 +58,14 @@ CONNECT_ERRORS: tuple[type[Exception], ...] = (
     HandshakeError,
     ProtocolError,
 )
-#: ...plus a registrar that answered with an error.
-REGISTRY_ERRORS: tuple[type[Exception], ...] = (*CONNECT_ERRORS, RemoteActorError)
+#: ...plus a registrar that answered with an error (remotely, or locally through a
+#: LocalPortal when this actor is the registrar and its store is failing).
+REGISTRY_ERRORS: tuple[type[Exception], ...] = (
+    *CONNECT_ERRORS,
+    RemoteActorError,
+    BackendError,
+    InvalidRequest,
+)
 
 
 class Actor:
