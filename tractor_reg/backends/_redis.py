@@ -641,7 +641,9 @@ class RedisBackend(ReplicatedBackend):
                     await self.poll()
             except BackendClosed:
                 return
-            except BackendError as exc:
+            except Exception as exc:
+                if not isinstance(exc, BackendError):
+                    log.exception("following Redis %s failed unexpectedly", self.options.redacted())
                 if self._healthy or backoff == 0.1:
                     age = time.time() - self._synced_at if self._synced_at else float("nan")
                     log.warning(

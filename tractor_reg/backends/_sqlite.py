@@ -533,8 +533,12 @@ class SQLiteBackend(ReplicatedBackend):
                 return
             try:
                 await self.poll()
+            except BackendClosed:
+                return
             except BackendError as exc:
                 log.warning("polling %s for changes failed: %s", self.path, exc)
+            except Exception:
+                log.exception("polling %s for changes failed unexpectedly", self.path)
 
     async def poll(self) -> None:
         """Apply every change other processes committed since the last look."""
