@@ -170,6 +170,10 @@ def _decode_addrs(raw: object) -> tuple[AddrTuple, ...]:
             raise ValueError(f"bad address {item!r}")
         host_or_dir: str = item[0]
         port_or_file: int | str = item[1]
+        if isinstance(port_or_file, int) and not 0 <= port_or_file <= 65535:
+            raise ValueError(f"bad port in {item!r}")
+        if isinstance(port_or_file, str) and (not port_or_file or "/" in port_or_file):
+            raise ValueError(f"bad socket file name in {item!r}")
         if isinstance(port_or_file, int):
             out.append((host_or_dir, port_or_file))
         else:
@@ -232,7 +236,18 @@ async def _close(conn: aiosqlite.Connection) -> None:
 
 
 async def _connect(path: str, busy_timeout: float) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout)
+    pending = aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout)
+    connected = False
+    try:
+        conn = await pending
+        connected = True
+    finally:
+        if not connected:
+            # aiosqlite only queues its worker's stop when the connect fails: join it,
+            # so a failed open leaves no thread behind.
+            worker = getattr(pending, "_thread", None)
+            if worker is not None and worker.is_alive():
+                worker.join(timeout=5)
     return conn
 
 
@@ -263,8 +278,14 @@ async def _setup(conn: aiosqlite.Connection, path: str, opts: SQLiteOptions) -> 
 
 
 async def _snapshot(conn: aiosqlite.Connection) -> _Snapshot:
-    """Every row, the store revision and the change-log position, from one read snapshot."""
-    await conn.execute("BEGIN")
+    """Every row, the store revision and the change-log position, from one read snapshot.
+
+    Inside a write transaction already (a writer that fell behind the pruned log) the
+    snapshot is that transaction's.
+    """
+    own_txn = not conn.in_transaction
+    if own_txn:
+        await conn.execute("BEGIN")
     try:
         async with conn.execute("SELECT value FROM meta WHERE key = 'revision'") as cur:
             row = await cur.fetchone()
@@ -275,7 +296,8 @@ async def _snapshot(conn: aiosqlite.Connection) -> _Snapshot:
         async with conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM entries ORDER BY revision") as cur:
             rows = [tuple(r) for r in await cur.fetchall()]
     finally:
-        await conn.execute("COMMIT")
+        if own_txn:
+            await conn.execute("COMMIT")
     return _Snapshot(revision, seq, rows)
 
 
@@ -291,7 +313,7 @@ async def _changes_since(conn: aiosqlite.Connection, seq: int) -> _Delta:
         # tell the caller whether the log still covers everything after `seq`.
         async with conn.execute("SELECT MIN(seq) FROM changes") as cur:
             first = await cur.fetchone()
-        if first and first[0] is not None and int(first[0]) > seq + 1 and seq > 0:
+        if first and first[0] is not None and int(first[0]) > seq + 1:
             return _Delta(gap=True)
     return _Delta(gap=False, rows=rows)
 
