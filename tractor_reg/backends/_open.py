@@ -40,6 +40,28 @@ BACKENDS: dict[str, str] = {
 ENTRY_POINT_GROUP = "tractor_reg.backends"
 
 
+def redact_url(url: str) -> str:
+    """``url`` with the password of its userinfo (``user:password@``) replaced by ``***``.
+
+    Works on the raw text (so percent-encoded passwords and URLs that do not parse are
+    covered too); the user name is kept to help diagnose ACL problems.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority_end = len(rest)
+    for stop in ("/", "?", "#"):
+        pos = rest.find(stop)
+        if pos != -1:
+            authority_end = min(authority_end, pos)
+    authority = rest[:authority_end]
+    if "@" not in authority:
+        return url
+    userinfo, _, hosts = authority.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{hosts}{rest[authority_end:]}"
+
+
 def _plugin_entry_points() -> metadata.EntryPoints:
     return metadata.entry_points(group=ENTRY_POINT_GROUP)
 
@@ -66,7 +88,9 @@ def _resolve_class(scheme: str, url: str) -> Any:
     matches = [ep for ep in _plugin_entry_points() if ep.name == scheme]
     if not matches:
         known = ", ".join(f"{s}://" for s in _known_schemes())
-        raise BackendURLError(f"unknown backend scheme {scheme!r} in {url!r}; known: {known}")
+        raise BackendURLError(
+            f"unknown backend scheme {scheme!r} in {redact_url(url)!r}; known: {known}"
+        )
     if len({ep.value for ep in matches}) > 1:
         values = ", ".join(sorted({ep.value for ep in matches}))
         raise BackendError(f"several plugins claim the {scheme}:// scheme: {values}")
@@ -92,14 +116,16 @@ def open_backend(url: str, *, clock: Clock = DEFAULT_CLOCK) -> RegistryBackend:
     if not url:
         raise BackendURLError("backend URL is empty")
     if url != url.strip() or any(ord(c) < 0x20 or c == "\x7f" for c in url):
-        raise BackendURLError(f"malformed backend URL {url!r}: whitespace or control char")
+        raise BackendURLError(
+            f"malformed backend URL {redact_url(url)!r}: whitespace or control char"
+        )
     try:
         scheme = urlsplit(url).scheme
     except ValueError as exc:
-        raise BackendURLError(f"malformed backend URL {url!r}: {exc}") from exc
+        raise BackendURLError(f"malformed backend URL {redact_url(url)!r}: {exc}") from exc
     if not scheme:
         known = ", ".join(f"{s}://" for s in _known_schemes())
-        raise BackendURLError(f"backend URL {url!r} has no scheme; known: {known}")
+        raise BackendURLError(f"backend URL {redact_url(url)!r} has no scheme; known: {known}")
 
     cls = _resolve_class(scheme, url)
     from_url = getattr(cls, "from_url", None)

@@ -46,6 +46,7 @@ from .._exceptions import (
     TractorRegError,
 )
 from ._base import DEFAULT_CLOCK, Clock, Entry, Uid
+from ._open import redact_url
 from ._replica import Op, Plan, ReplicatedBackend, plan_batch
 
 log = logging.getLogger("tractor_reg.backends.redis")
@@ -66,6 +67,7 @@ _SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 #       [field]*, n_changes, [kind, field, json, reason]*
 _APPLY = """
 local cur = tonumber(redis.call('GET', KEYS[3]) or '0')
+if cur == nil then return redis.error_reply('tractor_reg: ' .. KEYS[3] .. ' is not a number') end
 if cur ~= tonumber(ARGV[1]) then
   return {0, cur, ''}
 end
@@ -96,6 +98,7 @@ return {1, q, last}
 # KEYS: seq, changes ; ARGV: after_id, count
 _SINCE = """
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+if seq == nil then return redis.error_reply('tractor_reg: ' .. KEYS[1] .. ' is not a number') end
 local rows = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
 return {seq, rows}
 """
@@ -103,7 +106,9 @@ return {seq, rows}
 # KEYS: entries, rev, seq, changes
 _SNAPSHOT = """
 local rev = tonumber(redis.call('GET', KEYS[2]) or '0')
+if rev == nil then return redis.error_reply('tractor_reg: ' .. KEYS[2] .. ' is not a number') end
 local seq = tonumber(redis.call('GET', KEYS[3]) or '0')
+if seq == nil then return redis.error_reply('tractor_reg: ' .. KEYS[3] .. ' is not a number') end
 local top = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
 local last = '0-0'
 if top[1] then last = top[1][1] end
@@ -135,9 +140,7 @@ class RedisOptions:
 
     def redacted(self) -> str:
         """The URL without its password, for logs and errors."""
-        if self.password is None:
-            return self.url
-        return self.url.replace(f":{self.password}@", ":***@", 1)
+        return redact_url(self.url)
 
 
 def _seconds(name: str, raw: str, url: str) -> float:
@@ -160,11 +163,12 @@ def parse_redis_url(url: str) -> RedisOptions:
     ``ssl_cert_reqs`` (``required``/``optional``/``none``).
     """
     if not isinstance(url, str):
-        raise BackendURLError(f"backend URL must be a str, got {url!r}")
+        raise BackendURLError(f"backend URL must be a str, got {type(url).__name__}")
+    shown = redact_url(url)  # error messages never carry the password
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep or scheme not in _SCHEMES:
-        raise BackendURLError(f"not a Redis URL: {url!r}; expected one of {_SCHEMES}")
+        raise BackendURLError(f"not a Redis URL: {shown!r}; expected one of {_SCHEMES}")
     cluster = scheme.endswith("+cluster")
     tls = scheme.startswith("rediss")
     opts: dict[str, Any] = {"url": url, "cluster": cluster, "tls": tls}
@@ -172,7 +176,7 @@ def parse_redis_url(url: str) -> RedisOptions:
     if cluster:
         # urlsplit cannot parse a comma-separated host list: split it by hand.
         if "#" in rest:
-            raise BackendURLError(f"Redis URL {url!r} must not have a fragment")
+            raise BackendURLError(f"Redis URL {shown!r} must not have a fragment")
         before_query, _, query = rest.partition("?")
         netloc, _, path = before_query.partition("/")
         if path:
@@ -189,7 +193,7 @@ def parse_redis_url(url: str) -> RedisOptions:
             node_host, _, node_port = part.strip().rpartition(":")
             node_host = node_host.strip("[]")
             if not node_host or not node_port.isdigit() or not 0 < int(node_port) < 65536:
-                raise BackendURLError(f"bad cluster node {part!r} in {url!r}; expected host:port")
+                raise BackendURLError(f"bad cluster node {part!r} in {shown!r}; expected host:port")
             nodes.append((node_host, int(node_port)))
         opts["nodes"] = tuple(nodes)
     else:
@@ -197,24 +201,27 @@ def parse_redis_url(url: str) -> RedisOptions:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as exc:
-            raise BackendURLError(f"malformed Redis URL {url!r}: {exc}") from exc
+            raise BackendURLError(f"malformed Redis URL {shown!r}: {exc}") from exc
         if parts.fragment:
-            raise BackendURLError(f"Redis URL {url!r} must not have a fragment")
+            raise BackendURLError(f"Redis URL {shown!r} must not have a fragment")
         query = parts.query
         opts["username"] = unquote(parts.username) if parts.username else None
         opts["password"] = unquote(parts.password) if parts.password else None
         if scheme == "unix":
-            if parts.netloc or not parts.path.startswith("/"):
-                raise BackendURLError(f"unix URL must be unix:///abs/path/redis.sock, got {url!r}")
+            # unix://[user:password@]/path/redis.sock: only credentials may precede the path
+            if parts.hostname or parts.port or not parts.path.startswith("/"):
+                raise BackendURLError(
+                    f"unix URL must be unix:///abs/path/redis.sock, got {shown!r}"
+                )
             opts["unix_path"] = unquote(parts.path)
         else:
             if not parts.hostname:
-                raise BackendURLError(f"Redis URL {url!r} names no host")
+                raise BackendURLError(f"Redis URL {shown!r} names no host")
             opts["nodes"] = ((parts.hostname, port or 6379),)
             db_path = parts.path.strip("/")
             if db_path:
                 if not db_path.isdigit():
-                    raise BackendURLError(f"database {db_path!r} in {url!r} is not a number")
+                    raise BackendURLError(f"database {db_path!r} in {shown!r} is not a number")
                 opts["db"] = int(db_path)
 
     ssl: dict[str, str] = {}
@@ -222,10 +229,10 @@ def parse_redis_url(url: str) -> RedisOptions:
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError as exc:
-        raise BackendURLError(f"malformed options in {url!r}: {exc}") from exc
+        raise BackendURLError(f"malformed options in {shown!r}: {exc}") from exc
     for key, value in pairs:
         if key in seen:
-            raise BackendURLError(f"option {key!r} given twice in {url!r}")
+            raise BackendURLError(f"option {key!r} given twice in {shown!r}")
         seen.add(key)
         if key == "namespace":
             if not _NAMESPACE_RE.match(value):
@@ -251,7 +258,7 @@ def parse_redis_url(url: str) -> RedisOptions:
             ssl[key] = value
         else:
             raise BackendURLError(
-                f"unknown Redis option {key!r} in {url!r}; known: namespace, poll_interval, "
+                f"unknown Redis option {key!r} in {shown!r}; known: namespace, poll_interval, "
                 "connect_timeout, socket_timeout, change_retention"
                 + (", db" if scheme == "unix" else "")
                 + (", ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs" if tls else "")
@@ -336,6 +343,9 @@ class _Conn:
             socket_connect_timeout=opts.connect_timeout,
             # Fail fast: the registrar reports outages and actors retry through leases.
             retry=Retry(NoBackoff(), 0),
+            # RESP2: nothing here needs RESP3, and a too-old server must reach our version
+            # check instead of failing on HELLO.
+            protocol=2,
         )
         if opts.tls:
             kwargs["ssl"] = True
@@ -769,6 +779,12 @@ class RedisBackend(ReplicatedBackend):
         except TractorRegError as exc:
             for op in batch:
                 op.error = exc
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            # A reply of an unexpected shape (keys edited by hand): fail every op loudly.
+            error = BackendError(f"{self.options.redacted()}: unexpected reply from Redis: {exc}")
+            error.__cause__ = exc
+            for op in batch:
+                op.error = error
 
     def _apply_keys(self) -> list[str]:
         k = self.keys
