@@ -99,6 +99,52 @@ class RedisServer:
                 )
             time.sleep(0.02)
 
+    def start_without_ping(self) -> RedisServer:
+        """Start without waiting (for servers that only speak TLS); see :meth:`wait_tls`."""
+        assert REDIS_SERVER, "redis-server is not installed"
+        self.log_path = os.path.join(self.directory, f"redis-tls-{os.getpid()}.log")
+        argv = [
+            REDIS_SERVER,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.directory,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            self.log_path,
+            *self.extra,
+        ]
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        return self
+
+    def wait_tls(self, port: int, ca: str, timeout: float = 10.0) -> None:
+        """Wait until ``redis-cli --tls`` gets PONG on ``port``."""
+        assert REDIS_CLI and self.proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            out = subprocess.run(
+                [REDIS_CLI, "--tls", "--cacert", ca, "-p", str(port), "ping"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout
+            if "PONG" in out:
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"TLS redis-server on {port} not ready:\n{self.log_tail()}")
+            time.sleep(0.05)
+
     def log_tail(self) -> str:
         try:
             with open(self.log_path) as fh:
