@@ -118,6 +118,10 @@ class PermissionDenied(RegistryError, PermissionError):
     """The caller may not do this (e.g. unregister a uid that is not its own)."""
 
 
+class ChangesExpired(RegistryError):
+    """A watcher asked for changes older than the retained history; re-read and resume."""
+
+
 class BackendError(RegistryError):
     """A storage backend failed; the driver's exception is chained as ``__cause__``."""
 

@@ -729,3 +729,72 @@ async def test_aclose_completes_when_cancelled(backend: RegistryBackend) -> None
 async def test_scheme_matches_url(backend: RegistryBackend, backend_url: str) -> None:
     assert backend_url.startswith(f"{backend.scheme}:")
     assert isinstance(backend, RegistryBackend)
+
+
+# -- the change log -------------------------------------------------------------------------
+
+
+async def test_changes_since_records_every_visible_change(
+    backend: RegistryBackend, clock: FakeClock
+) -> None:
+    start = await backend.revision()
+    a = await backend.register(("svc", "a"), [("127.0.0.1", 1), ("127.0.0.1", 2)], 10)
+    b = await backend.register(("svc", "b"), [("127.0.0.1", 2)], 10)  # evicts addr 2 from a
+    await backend.renew(("svc", "b"), 20)  # not a change
+    await backend.delete_addr(("127.0.0.1", 1))  # a loses its last address
+    await backend.register(("tmp", "c"), [("127.0.0.1", 3)], 1)
+    await backend.unregister(("svc", "b"))
+    await backend.register(("tmp", "d"), [("127.0.0.1", 4)], 1)
+    clock.advance(5)
+    await backend.purge_expired()
+    changes = await backend.changes_since(start)
+    kinds = [(c.kind, c.uuid) for c in changes]
+    assert kinds == [
+        ("registered", "a"),
+        ("updated", "a"),
+        ("registered", "b"),
+        ("unregistered", "a"),
+        ("registered", "c"),
+        ("unregistered", "b"),
+        ("registered", "d"),
+        ("expired", "c"),
+        ("expired", "d"),
+    ] or sorted(kinds) == sorted(
+        [
+            ("registered", "a"),
+            ("updated", "a"),
+            ("registered", "b"),
+            ("unregistered", "a"),
+            ("registered", "c"),
+            ("unregistered", "b"),
+            ("registered", "d"),
+            ("expired", "c"),
+            ("expired", "d"),
+        ]
+    )
+    revisions = [c.revision for c in changes]
+    assert revisions == sorted(revisions)
+    assert revisions[-1] == await backend.revision()
+    assert changes[0].addrs == a.addrs
+    updated = next(c for c in changes if c.kind == "updated")
+    assert updated.addrs == (("127.0.0.1", 1),)
+    assert next(c for c in changes if c.uuid == "b" and c.kind == "registered").addrs == b.addrs
+
+
+async def test_changes_since_resumes_and_limits(backend: RegistryBackend) -> None:
+    start = await backend.revision()
+    for i in range(5):
+        await backend.register(("svc", f"u{i}"), [("127.0.0.1", 100 + i)], 10)
+    first = await backend.changes_since(start, limit=2)
+    assert [c.uuid for c in first] == ["u0", "u1"]
+    rest = await backend.changes_since(first[-1].revision)
+    assert [c.uuid for c in rest] == ["u2", "u3", "u4"]
+    assert await backend.changes_since(await backend.revision()) == []
+
+
+async def test_changes_since_rejects_bad_arguments(backend: RegistryBackend) -> None:
+    for bad in ("1", None, 1.5, True):
+        with pytest.raises(InvalidRequest):
+            await backend.changes_since(bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest):
+        await backend.changes_since(0, limit=0)

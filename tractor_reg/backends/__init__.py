@@ -6,7 +6,7 @@ implements :class:`RegistryBackend`, whose contract is in :mod:`tractor_reg.back
 
 from __future__ import annotations
 
-from ._base import DEFAULT_CLOCK, AddrTuple, Clock, Entry, RegistryBackend, Uid
+from ._base import DEFAULT_CLOCK, AddrTuple, Change, Clock, Entry, RegistryBackend, Uid
 from ._memory import MemoryBackend
 from ._open import BACKENDS, ENTRY_POINT_GROUP, open_backend, opened_backend
 from ._sqlite import SQLiteBackend, backup_sqlite, migrate_sqlite, parse_sqlite_url
@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_CLOCK",
     "ENTRY_POINT_GROUP",
     "AddrTuple",
+    "Change",
     "Clock",
     "Entry",
     "MemoryBackend",

@@ -20,6 +20,8 @@ Contract (checked for every backend by ``tests/backends/test_conformance.py``):
   and is not a change.
 * Every write is atomic and is durable in the store when the call returns.
 * Bad arguments raise :class:`~tractor_reg.InvalidRequest` and change nothing.
+* Every change is also recorded as a :class:`Change` that ``changes_since`` returns,
+  for a bounded window of recent revisions.
 """
 
 from __future__ import annotations
@@ -55,6 +57,32 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
     registered_at: float
     expires_at: float
     registrar: str = ""
+
+    @property
+    def uid(self) -> Uid:
+        return (self.name, self.uuid)
+
+
+#: Kinds of :class:`Change`.
+CHANGE_KINDS = ("registered", "updated", "unregistered", "expired")
+
+
+class Change(msgspec.Struct, frozen=True, kw_only=True):
+    """One visible change of the table, as watchers see it.
+
+    ``kind`` is ``registered`` (a uid was (re-)registered), ``updated`` (it lost an
+    address to another uid or to a verified stale report), ``unregistered`` (removed by
+    its actor, an admin, or because it lost its last address) or ``expired`` (its lease
+    ran out). ``revision`` is the store revision the change was made at (several changes
+    of one atomic write share it); ``addrs`` are the addresses after the change (before
+    it, for removals). Lease renewals are not changes.
+    """
+
+    kind: str
+    revision: int
+    name: str
+    uuid: str
+    addrs: tuple[AddrTuple, ...]
 
     @property
     def uid(self) -> Uid:
@@ -128,3 +156,12 @@ class RegistryBackend(Protocol):
 
     async def wait_changed(self, after: int) -> int:
         """Block until the store revision is greater than ``after``; return it."""
+
+    async def changes_since(self, after: int, *, limit: int = 1000) -> list[Change]:
+        """Changes made at revisions greater than ``after``, oldest first (at most
+        ``limit``, but never splitting one revision's changes).
+
+        Raises :class:`~tractor_reg.ChangesExpired` when the retained history no longer
+        reaches back to ``after``: the caller must re-read the table and continue from
+        its revision.
+        """

@@ -33,8 +33,17 @@ from urllib.parse import urlsplit
 import msgspec
 import trio
 
-from .._exceptions import BackendClosed, BackendError, BackendURLError, InvalidRequest
-from ._base import DEFAULT_CLOCK, AddrTuple, Clock, Entry, Uid
+from .._exceptions import (
+    BackendClosed,
+    BackendError,
+    BackendURLError,
+    ChangesExpired,
+    InvalidRequest,
+)
+from ._base import DEFAULT_CLOCK, AddrTuple, Change, Clock, Entry, Uid
+
+#: Changes kept for ``changes_since`` (older ones are dropped; watchers then resync).
+DEFAULT_CHANGE_RETENTION = 10_000
 
 __all__ = ["MemoryBackend"]
 
@@ -131,6 +140,11 @@ class MemoryBackend:
         self._owner: dict[AddrTuple, Uid] = {}
         self._expiry: list[tuple[float, Uid]] = []
         self._changed = trio.Event()
+        # Change log: every change with revision > _log_floor is in _log (oldest first).
+        self._log: list[Change] = []
+        self._log_floor = 0
+        self._log_retention = DEFAULT_CHANGE_RETENTION
+        self._pending: list[tuple[str, Entry]] = []
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock = DEFAULT_CLOCK) -> Self:
@@ -211,8 +225,25 @@ class MemoryBackend:
 
     def _changed_now(self) -> None:
         self._revision += 1
+        for kind, entry in self._pending:
+            self._record(kind, entry, self._revision)
+        self._pending.clear()
         self._changed.set()
         self._changed = trio.Event()
+
+    def _record(self, kind: str, entry: Entry, revision: int) -> None:
+        self._log.append(
+            Change(
+                kind=kind, revision=revision, name=entry.name, uuid=entry.uuid, addrs=entry.addrs
+            )
+        )
+        if len(self._log) > 2 * self._log_retention:
+            # Trim in bulk (amortised O(1)), never splitting a revision's changes.
+            cut = len(self._log) - self._log_retention
+            while cut < len(self._log) and self._log[cut].revision == self._log[cut - 1].revision:
+                cut += 1
+            self._log_floor = self._log[cut - 1].revision
+            del self._log[:cut]
 
     def _push_expiry(self, entry: Entry) -> None:
         heapq.heappush(self._expiry, (entry.expires_at, entry.uid))
@@ -252,12 +283,18 @@ class MemoryBackend:
         entry = self._entries[uid]
         rest = tuple(a for a in entry.addrs if a != addr)
         del self._owner[addr]
+        visible = self._live(entry, self._clock())
         if rest:
             # Plain assignment keeps the uid's position: losing an address is not a
             # (re-)registration, so its revision and order stay.
-            self._entries[uid] = msgspec.structs.replace(entry, addrs=rest)
+            updated = msgspec.structs.replace(entry, addrs=rest)
+            self._entries[uid] = updated
+            if visible:
+                self._pending.append(("updated", updated))
         else:
             self._remove(uid)
+            if visible:
+                self._pending.append(("unregistered", entry))
 
     def _live_entry(self, uid: Uid, now: float) -> Entry | None:
         entry = self._entries.get(uid)
@@ -270,7 +307,7 @@ class MemoryBackend:
     # their store committed. These methods apply already-decided rows: no validation,
     # no revision bump of their own, no checkpoint.
 
-    def apply_upsert(self, entry: Entry) -> None:
+    def apply_upsert(self, entry: Entry, change: tuple[str, int] | None = None) -> None:
         """Store ``entry`` as given. A higher revision than the stored one moves the uid
         to the newest position; an equal one (renew, lost address) keeps its place."""
         key = entry.uid
@@ -290,11 +327,15 @@ class MemoryBackend:
         for addr in entry.addrs:
             self._owner[addr] = key
         self._push_expiry(entry)
+        if change is not None:
+            self._record(change[0], entry, change[1])
 
-    def apply_delete(self, uid: Uid) -> None:
-        """Forget ``uid`` if present."""
+    def apply_delete(self, uid: Uid, change: tuple[str, int] | None = None) -> None:
+        """Forget ``uid`` if present (recording ``change`` = (kind, revision) if given)."""
         if uid in self._entries:
-            self._remove(uid)
+            entry = self._remove(uid)
+            if change is not None:
+                self._record(change[0], entry, change[1])
 
     def apply_revision(self, revision: int) -> None:
         """Adopt the store's revision; waiters wake when it moved forward."""
@@ -324,7 +365,10 @@ class MemoryBackend:
         return list(self._entries.values())
 
     def reset(self) -> None:
-        """Drop every entry (before a full reload); the revision is kept."""
+        """Drop every entry (before a full reload); the revision is kept, the change log
+        restarts there (watchers further back must resync)."""
+        self._log.clear()
+        self._log_floor = self._revision
         self._entries.clear()
         self._by_name.clear()
         self._owner.clear()
@@ -363,7 +407,7 @@ class MemoryBackend:
             moving = set(new_addrs)
             kept = tuple(a for a in old.addrs if a not in moving)
             registered_at = old.registered_at
-        self._changed_now()
+        self._revision += 1
         entry = Entry(
             name=key[0],
             uuid=key[1],
@@ -382,6 +426,10 @@ class MemoryBackend:
         for addr in new_addrs:
             self._owner[addr] = key
         self._push_expiry(entry)
+        # The revision was taken above (the entry carries it): stamp the changes with it.
+        self._revision -= 1
+        self._pending.append(("registered", entry))
+        self._changed_now()
         return entry
 
     async def unregister(self, uid: Uid) -> Entry | None:
@@ -391,6 +439,7 @@ class MemoryBackend:
         if self._live_entry(key, self._clock()) is None:
             return None
         entry = self._remove(key)
+        self._pending.append(("unregistered", entry))
         self._changed_now()
         return entry
 
@@ -431,8 +480,9 @@ class MemoryBackend:
             heapq.heappop(self._expiry)
             purged.append(self._remove(top[1]))
         if purged:
-            self._changed_now()
             purged.sort(key=lambda e: e.revision)
+            self._pending.extend(("expired", e) for e in purged)
+            self._changed_now()
         return purged
 
     # -- reads -------------------------------------------------------------------------
@@ -505,3 +555,28 @@ class MemoryBackend:
             await self._changed.wait()
             self._check_usable()
         return self._revision
+
+    async def changes_since(self, after: int, *, limit: int = 1000) -> list[Change]:
+        """Changes at revisions greater than ``after``, oldest first (see the protocol)."""
+        await self._enter_read()
+        if isinstance(after, bool) or not isinstance(after, int):
+            _invalid(f"after must be an int revision, got {after!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            _invalid(f"limit must be a positive int, got {limit!r}")
+        if after < self._log_floor:
+            raise ChangesExpired(
+                f"changes after revision {after} are no longer kept (history starts after "
+                f"revision {self._log_floor}); re-read the table and resume from its revision"
+            )
+        log = self._log
+        lo, hi = 0, len(log)
+        while lo < hi:  # first change with revision > after
+            mid = (lo + hi) // 2
+            if log[mid].revision <= after:
+                lo = mid + 1
+            else:
+                hi = mid
+        end = min(len(log), lo + limit)
+        while end < len(log) and end > lo and log[end].revision == log[end - 1].revision:
+            end += 1  # never split one revision's changes
+        return log[lo:end]

@@ -47,7 +47,7 @@ from .._exceptions import (
 )
 from ._base import DEFAULT_CLOCK, Clock, Entry, Uid
 from ._open import redact_url
-from ._replica import Op, Plan, ReplicatedBackend, plan_batch
+from ._replica import Op, Plan, ReplicatedBackend, change_for, plan_batch
 
 log = logging.getLogger("tractor_reg.backends.redis")
 
@@ -711,12 +711,15 @@ class RedisBackend(ReplicatedBackend):
             self._last_id = _text(stream_id)
             self._seq = int(fields.get(b"q", self._seq))
             try:
-                top_revision = max(top_revision, int(fields[b"r"]))
+                revision = int(fields[b"r"])
+                top_revision = max(top_revision, revision)
                 uid = _uid_decoder.decode(fields[b"f"])
-                if fields[b"k"] == b"delete":
-                    self._view.apply_delete(uid)
+                row = "delete" if fields[b"k"] == b"delete" else "upsert"
+                change = change_for(row, _text(fields.get(b"w", b"")), revision)
+                if row == "delete":
+                    self._view.apply_delete(uid, change)
                 else:
-                    self._view.apply_upsert(_decode_entry(fields[b"e"]))
+                    self._view.apply_upsert(_decode_entry(fields[b"e"]), change)
             except (KeyError, ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
                 self.skipped_rows += 1
                 log.error("skipping invalid change %s: %s", self._last_id, exc)

@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from .._exceptions import BackendClosed, InvalidRequest
-from ._base import AddrTuple, Clock, Entry, Uid
+from ._base import AddrTuple, Change, Clock, Entry, Uid
 from ._memory import MemoryBackend
 
 #: Why a row changed, as recorded in change logs.
@@ -30,6 +30,20 @@ REASONS = {
     "delete_addr": "delete_addr",
     "purge": "expire",
 }
+
+
+def change_kind(row: str, reason: str) -> str | None:
+    """The watcher-visible kind of a stored row change (``None``: not a change, a renew)."""
+    if row == "upsert":
+        return {"register": "registered", "evict": "updated", "delete_addr": "updated"}.get(
+            reason, "registered" if reason != "renew" else None
+        )
+    return {"expire": "expired"}.get(reason, "unregistered")
+
+
+def change_for(row: str, reason: str, revision: int) -> tuple[str, int] | None:
+    kind = change_kind(row, reason)
+    return None if kind is None else (kind, revision)
 
 
 @dataclass
@@ -174,10 +188,10 @@ class ReplicatedBackend:
             raise BackendClosed(f"{self.scheme} backend not opened: await open() first")
 
     def _apply_plan(self, plan: Plan) -> None:
-        for uid, _ in plan.deletes:
-            self._view.apply_delete(uid)
-        for entry, _ in plan.upserts:
-            self._view.apply_upsert(entry)
+        for uid, reason in plan.deletes:
+            self._view.apply_delete(uid, change_for("delete", reason, plan.revision))
+        for entry, reason in plan.upserts:
+            self._view.apply_upsert(entry, change_for("upsert", reason, plan.revision))
         self._view.apply_revision(plan.revision)
 
     async def _commit_batch(self, batch: list[Op]) -> None:
@@ -276,3 +290,7 @@ class ReplicatedBackend:
     async def wait_changed(self, after: int) -> int:
         self._check_usable()
         return await self._view.wait_changed(after)
+
+    async def changes_since(self, after: int, *, limit: int = 1000) -> list[Change]:
+        self._check_usable()
+        return await self._view.changes_since(after, limit=limit)

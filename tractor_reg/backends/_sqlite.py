@@ -45,7 +45,7 @@ from .._exceptions import (
     TractorRegError,
 )
 from ._base import DEFAULT_CLOCK, AddrTuple, Clock, Entry, Uid
-from ._replica import Op, Plan, ReplicatedBackend, plan_batch
+from ._replica import Op, Plan, ReplicatedBackend, change_for, plan_batch
 from ._sqlite_schema import (
     MigrationReport,
     apply_migrations,
@@ -304,7 +304,7 @@ async def _snapshot(conn: aiosqlite.Connection) -> _Snapshot:
 async def _changes_since(conn: aiosqlite.Connection, seq: int) -> _Delta:
     async with conn.execute(
         "SELECT seq, store_revision, kind, name, uuid, addrs, revision, registered_at, "
-        "expires_at, registrar FROM changes WHERE seq > ? ORDER BY seq",
+        "expires_at, registrar, reason FROM changes WHERE seq > ? ORDER BY seq",
         (seq,),
     ) as cur:
         rows = [tuple(r) for r in await cur.fetchall()]
@@ -604,11 +604,12 @@ class SQLiteBackend(ReplicatedBackend):
             seq, store_revision, kind, name, uuid = row[:5]
             self._seq = int(seq)
             top_revision = max(top_revision, int(store_revision))
+            change = change_for(str(kind), str(row[10] or ""), int(store_revision))
             try:
                 if kind == "delete":
-                    self._view.apply_delete((name, uuid))
+                    self._view.apply_delete((name, uuid), change)
                 else:
-                    self._view.apply_upsert(_entry_from_row((name, uuid, *row[5:10])))
+                    self._view.apply_upsert(_entry_from_row((name, uuid, *row[5:10])), change)
             except (ValueError, TypeError) as exc:
                 self.skipped_rows += 1
                 log.error("%s: skipping invalid change #%s: %s", self.path, seq, exc)
