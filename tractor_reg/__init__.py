@@ -28,6 +28,7 @@ from ._exceptions import (
     BackendClosed,
     BackendError,
     BackendURLError,
+    ChangesExpired,
     FrameTooLarge,
     HandshakeError,
     InvalidRequest,
@@ -48,9 +49,11 @@ from ._exceptions import (
 from ._ipc import Aid, Channel
 from ._portal import LocalPortal, Portal
 from ._registrar import Registrar
-from ._root import open_root_actor
+from ._root import open_registry_client, open_root_actor
 from ._spawn import ActorNursery, open_nursery
 from ._state import current_actor
+from ._watch import watch
+from .backends import Change
 
 __version__ = "0.1.0"
 
@@ -65,6 +68,8 @@ __all__ = [
     "BackendClosed",
     "BackendError",
     "BackendURLError",
+    "Change",
+    "ChangesExpired",
     "Channel",
     "FrameTooLarge",
     "HandshakeError",
@@ -93,12 +98,14 @@ __all__ = [
     "format_address",
     "get_registry",
     "open_nursery",
+    "open_registry_client",
     "open_root_actor",
     "parse_address",
     "prefer_addr",
     "query_actor",
     "unwrap_address",
     "wait_for_actor",
+    "watch",
     "wrap_address",
 ]
 

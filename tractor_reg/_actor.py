@@ -100,6 +100,7 @@ class Actor:
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         lease_ttl: float = DEFAULT_LEASE_TTL,
         renew_interval: float | None = None,
+        register_self: bool = True,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"actor name must be a non-empty str, got {name!r}")
@@ -122,6 +123,8 @@ class Actor:
         self.connect_timeout = connect_timeout
         self.lease_ttl = lease_ttl
         self.renew_interval = renew
+        #: False for pure clients (tools) that look things up but are not discoverable.
+        self.register_self = register_self
 
         self._modules: dict[str, types.ModuleType] = {}
         self._peers: dict[tuple[str, str], list[Channel]] = {}
@@ -261,7 +264,8 @@ class Actor:
                     self._service = service
                     try:
                         await self._bind()
-                        service.start_soon(self._serve_listeners)
+                        if self._listeners:
+                            service.start_soon(self._serve_listeners)
                         await self._after_bind(service)
                         with self._root_scope:
                             yield self
@@ -294,7 +298,7 @@ class Actor:
         """Hook run after binding, before the body: register and start lease renewal."""
         # Register before telling the parent we are up, so that a portal returned by
         # start_actor() always points at an actor that lookups already find.
-        if self.reg_addrs:
+        if self.reg_addrs and self.register_self:
             await self._register()
             service.start_soon(self._lease_loop)
         if self.parent_addr is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
+import time
 from typing import Any, ClassVar
 
 import trio
@@ -11,9 +13,9 @@ import trio
 from . import _state
 from ._actor import CONNECT_ERRORS, Actor
 from ._addr import Address, unwrap_address, wrap_address
-from ._exceptions import BackendError, InvalidRequest, PermissionDenied
+from ._exceptions import ActorNotFound, BackendError, InvalidRequest, PermissionDenied
 from ._ipc import Channel, open_stream
-from .backends import Entry, RegistryBackend
+from .backends import Change, Entry, RegistryBackend
 
 log = logging.getLogger("tractor_reg.registrar")
 
@@ -79,6 +81,28 @@ def _wire_addrs(entry: Entry) -> list[list[Any]]:
     return [list(a) for a in entry.addrs]
 
 
+def _entry_doc(e: Entry) -> dict[str, Any]:
+    return {
+        "name": e.name,
+        "uuid": e.uuid,
+        "addrs": _wire_addrs(e),
+        "revision": e.revision,
+        "registered_at": e.registered_at,
+        "expires_at": e.expires_at,
+        "registrar": e.registrar,
+    }
+
+
+def _change_doc(c: Change) -> dict[str, Any]:
+    return {
+        "kind": c.kind,
+        "revision": c.revision,
+        "name": c.name,
+        "uuid": c.uuid,
+        "addrs": [list(a) for a in c.addrs],
+    }
+
+
 class Registrar(Actor):
     """The actor that keeps the registry: ``(name, uuid)`` -> addresses, with leases.
 
@@ -97,6 +121,10 @@ class Registrar(Actor):
         "get_registry",
         "list_entries",
         "delete_addr",
+        "snapshot",
+        "watch_changes",
+        "stats",
+        "remove",
     }
     INLINE_ENDPOINTS: ClassVar[frozenset[str]] = Actor.INLINE_ENDPOINTS | {
         # Reads: every backend answers them from memory without blocking.
@@ -104,6 +132,8 @@ class Registrar(Actor):
         "find_actors",
         "get_registry",
         "list_entries",
+        "snapshot",
+        "stats",
     }
 
     def __init__(
@@ -119,6 +149,12 @@ class Registrar(Actor):
         self.backend = backend
         self.purge_interval = purge_interval
         self.probe_timeout = probe_timeout
+        self.started_at = time.time()
+        self.lookups = 0
+        self.registrations = 0
+        self.waiters = 0
+        # (monotonic time, lookups, registrations) samples for the rates in stats()
+        self._samples: collections.deque[tuple[float, int, int]] = collections.deque(maxlen=11)
 
     async def _after_bind(self, service: trio.Nursery) -> None:
         service.start_soon(self._purge_loop)
@@ -127,6 +163,7 @@ class Registrar(Actor):
     async def _purge_loop(self) -> None:
         while True:
             await trio.sleep(self.purge_interval)
+            self._sample()
             try:
                 purged = await self.backend.purge_expired()
             except BackendError as exc:
@@ -166,6 +203,7 @@ class Registrar(Actor):
         entry = await self.backend.register(
             key, [unwrap_address(a) for a in addrs], lease, registrar=self._registrar_id()
         )
+        self.registrations += 1
         return {"revision": entry.revision, "ttl": lease}
 
     async def _refuse_live_address_theft(self, uid: tuple[str, str], addrs: list[Address]) -> None:
@@ -199,23 +237,30 @@ class Registrar(Actor):
 
     async def find_actor(self, name: object) -> list[list[Any]] | None:
         """Addresses of the most recently registered live actor named ``name``, or ``None``."""
+        self.lookups += 1
         entry = await self.backend.lookup(_check_name(name))
         return None if entry is None else _wire_addrs(entry)
 
     async def find_actors(self, name: object) -> list[dict[str, Any]]:
         """Every live actor named ``name``, most recent first: ``{"uid", "addrs"}`` each."""
+        self.lookups += 1
         entries = await self.backend.lookup_all(_check_name(name))
         return [{"uid": list(e.uid), "addrs": _wire_addrs(e)} for e in entries]
 
     async def wait_for_actor(self, name: object) -> list[list[Any]]:
         """Block until an actor named ``name`` is registered; return its addresses."""
         key = _check_name(name)
-        while True:
-            revision = await self.backend.revision()
-            entry = await self.backend.lookup(key)
-            if entry is not None:
-                return _wire_addrs(entry)
-            await self.backend.wait_changed(revision)
+        self.lookups += 1
+        self.waiters += 1
+        try:
+            while True:
+                revision = await self.backend.revision()
+                entry = await self.backend.lookup(key)
+                if entry is not None:
+                    return _wire_addrs(entry)
+                await self.backend.wait_changed(revision)
+        finally:
+            self.waiters -= 1
 
     async def get_registry(self) -> dict[str, list[list[Any]]]:
         """The whole live table as ``{"name.uuid": [addr, ...]}``."""
@@ -223,18 +268,127 @@ class Registrar(Actor):
 
     async def list_entries(self) -> list[dict[str, Any]]:
         """Every live entry with its lease and revision (for operators' tools)."""
-        return [
-            {
-                "name": e.name,
-                "uuid": e.uuid,
-                "addrs": _wire_addrs(e),
-                "revision": e.revision,
-                "registered_at": e.registered_at,
-                "expires_at": e.expires_at,
-                "registrar": e.registrar,
-            }
-            for e in await self.backend.entries()
-        ]
+        return [_entry_doc(e) for e in await self.backend.entries()]
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The live table and the revision it is current at (to start a watch from)."""
+        revision = await self.backend.revision()
+        return {"revision": revision, "entries": await self.list_entries()}
+
+    async def watch_changes(
+        self, since: object = None, name: object = None, timeout: object = 30.0
+    ) -> dict[str, Any]:
+        """Changes after revision ``since`` (default: now), optionally only of ``name``.
+
+        Blocks until there is at least one (or ``timeout`` seconds passed) and returns
+        ``{"revision": R, "changes": [...]}``: the caller has seen everything up to ``R``
+        and resumes with ``since=R``. Raises ``ChangesExpired`` when ``since`` is older
+        than the retained history.
+        """
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int)):
+            raise InvalidRequest(f"since must be a revision (int) or None, got {since!r}")
+        if name is not None:
+            name = _check_name(name)
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not (0 < timeout <= 3600)
+        ):
+            raise InvalidRequest(f"timeout must be 0 < seconds <= 3600, got {timeout!r}")
+        after = await self.backend.revision() if since is None else since
+        self.waiters += 1
+        try:
+            with trio.move_on_after(float(timeout)):
+                while True:
+                    changes = await self.backend.changes_since(after)
+                    if changes:
+                        after = changes[-1].revision
+                        matching = [c for c in changes if name is None or c.name == name]
+                        if matching:
+                            return {
+                                "revision": after,
+                                "changes": [_change_doc(c) for c in matching],
+                            }
+                        continue
+                    await self.backend.wait_changed(after)
+        finally:
+            self.waiters -= 1
+        return {"revision": after, "changes": []}
+
+    def _sample(self) -> None:
+        self._samples.append((time.monotonic(), self.lookups, self.registrations))
+
+    async def stats(self) -> dict[str, Any]:
+        """Counters and health for operators (``tractor-reg stats``)."""
+        self._sample()
+        first, last = self._samples[0], self._samples[-1]
+        span = last[0] - first[0]
+        healthy = getattr(self.backend, "healthy", True)
+        return {
+            "name": self.name,
+            "uuid": self.uuid,
+            "pid": self.pid,
+            "addrs": [str(a) for a in self.accept_addrs],
+            "uptime": time.time() - self.started_at,
+            "backend": self.backend.scheme,
+            "backend_healthy": bool(healthy),
+            "revision": await self.backend.revision(),
+            "entries": await self.backend.count(),
+            "lookups": self.lookups,
+            "registrations": self.registrations,
+            "lookups_per_s": (last[1] - first[1]) / span if span > 0 else 0.0,
+            "registrations_per_s": (last[2] - first[2]) / span if span > 0 else 0.0,
+            "waiters": self.waiters,
+        }
+
+    async def remove(self, target: object, force: object = False) -> list[dict[str, Any]]:
+        """Admin removal of the entries named ``target`` (or the one whose uuid it is).
+
+        Unless ``force``, an entry is only removed after the registrar verified that
+        none of its addresses answers as that actor (as for a stale report). Raises
+        ``ActorNotFound`` when nothing matches.
+        """
+        if not isinstance(target, str) or not target:
+            raise InvalidRequest(f"target must be a name or uuid, got {target!r}")
+        if not isinstance(force, bool):
+            raise InvalidRequest(f"force must be a bool, got {force!r}")
+        matches = [e for e in await self.backend.entries() if target in (e.name, e.uuid)]
+        if not matches:
+            raise ActorNotFound(f"no registered actor has the name or uuid {target!r}")
+        results: list[dict[str, Any]] = []
+        for entry in matches:
+            alive = False
+            if not force:
+                for addr in entry.addrs:
+                    if await self._verify_alive(wrap_address(addr), entry.uid):
+                        alive = True
+                        break
+            if alive:
+                results.append(
+                    {
+                        "name": entry.name,
+                        "uuid": entry.uuid,
+                        "removed": False,
+                        "reason": "it answers at its address (use force to remove it anyway)",
+                    }
+                )
+                continue
+            removed = await self.backend.unregister(entry.uid)
+            results.append(
+                {
+                    "name": entry.name,
+                    "uuid": entry.uuid,
+                    "removed": removed is not None,
+                    "reason": "forced" if force else "verified unreachable",
+                }
+            )
+            log.warning(
+                "admin removed %s %s (%s)",
+                entry.name,
+                entry.uuid,
+                "forced" if force else "verified unreachable",
+            )
+        return results
 
     async def delete_addr(self, addr: object) -> bool:
         """A client reports ``addr`` unreachable: verify, and delete it only if it is stale.

@@ -27,7 +27,7 @@ from ._addr import (
     runtime_dir,
     wrap_address,
 )
-from ._exceptions import RuntimeBootError
+from ._exceptions import RegistryUnavailable, RuntimeBootError
 from ._ipc import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -290,3 +290,43 @@ async def open_root_actor(
             # again, and most likely join it this time.
             log.info("lost the race to bind %s; probing again (attempt %d)", reg_addrs, attempt + 2)
     raise RuntimeBootError(f"could not bind or join a registrar at {[str(a) for a in reg_addrs]}")
+
+
+@asynccontextmanager
+async def open_registry_client(
+    registry_addrs: Sequence[AddressLike] | None = None,
+    *,
+    name: str = "tractor-reg-client",
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+) -> AsyncIterator[Actor]:
+    """A minimal runtime for tools that query a registry without joining it.
+
+    Unlike :func:`open_root_actor` it never becomes a registrar, listens on nothing and
+    registers nothing (so it does not show up in the registry it inspects). Discovery
+    calls (``get_registry``, ``find_actor``, ``wait_for_actor``, ``watch``) work inside.
+    Raises :class:`RegistryUnavailable` when no registrar answers at any address.
+    """
+    running = _state.maybe_current_actor()
+    if running is not None:
+        raise RuntimeBootError(f"an actor already runs in this process: {running!r}")
+    if registry_addrs is None:
+        addrs = env_registry_addrs() or [default_registry_addr("tcp")]
+    else:
+        addrs = [wrap_address(a) for a in registry_addrs]
+    results = await _probe_all(addrs, handshake_timeout)
+    registrars = [a for a in addrs if results[a] == "registrar"]
+    if not registrars:
+        raise RegistryUnavailable("no registrar answers at " + ", ".join(str(a) for a in addrs))
+    client = Actor(
+        name,
+        reg_addrs=registrars,
+        bind_addrs=[],
+        register_self=False,
+        connect_timeout=connect_timeout,
+        handshake_timeout=handshake_timeout,
+        max_frame_size=max_frame_size,
+    )
+    async with client.running():
+        yield client
