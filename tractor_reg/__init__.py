@@ -52,7 +52,7 @@ from ._registrar import Registrar
 from ._root import open_registry_client, open_root_actor
 from ._spawn import ActorNursery, open_nursery
 from ._state import current_actor
-from ._watch import watch
+from ._watch import Watch, watch
 from .backends import Change
 
 __version__ = "0.1.0"
@@ -92,6 +92,7 @@ __all__ = [
     "TractorRegError",
     "TransportClosed",
     "UDSAddress",
+    "Watch",
     "current_actor",
     "default_registry_addr",
     "find_actor",
