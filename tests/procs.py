@@ -7,6 +7,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,15 +36,28 @@ class Proc:
         self._partial = b""
         self._eof = False
         self._stderr_chunks: list[bytes] = []
+        # Drain stderr all the time: a chatty child must never block on a full pipe.
+        self._stderr_reader = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._stderr_reader.start()
+
+    def _drain_stderr(self) -> None:
+        stream = self.popen.stderr
+        assert stream is not None
+        while True:
+            chunk = stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536)
+            if not chunk:
+                return
+            self._stderr_chunks.append(chunk)
+            if len(self._stderr_chunks) > 256:
+                del self._stderr_chunks[:128]
 
     @property
     def pid(self) -> int:
         return self.popen.pid
 
     def stderr_tail(self, limit: int = 3000) -> str:
-        assert self.popen.stderr is not None
         if self.popen.poll() is not None:
-            self._stderr_chunks.append(self.popen.stderr.read() or b"")
+            self._stderr_reader.join(timeout=2)
         return b"".join(self._stderr_chunks).decode("utf-8", "replace")[-limit:]
 
     def wait_line(self, prefix: str, timeout: float = 20.0) -> str:
@@ -101,6 +115,7 @@ class Proc:
         except ProcessLookupError:
             pass
         self.popen.wait()
+        self._stderr_reader.join(timeout=2)
         for stream in (self.popen.stdout, self.popen.stderr):
             if stream is not None:
                 stream.close()

@@ -138,6 +138,7 @@ class Actor:
         # Created up front: a cancel that arrives while booting must still end the body.
         self._root_scope = trio.CancelScope()
         self._registered_with: Address | None = None
+        self._registry_failing = False
         self._parent_chan: Channel | None = None
         self.cancel_called = trio.Event()
         self.peer_connected = trio.Event()
@@ -358,13 +359,34 @@ class Actor:
                     "self", "register_actor", uid=list(self.uid), addr=addrs, ttl=self.lease_ttl
                 )
             except REGISTRY_ERRORS as exc:
-                log.warning("%r: registering at %s failed: %s", self, reg, exc)
+                self._log_registry_failure("registering at %s failed: %s", reg, exc)
                 continue
             self._registered_with = reg
+            if self._registry_failing:
+                log.warning("%r: registered at %s again", self, reg)
+            self._registry_failing = False
             return True
         self._registered_with = None
-        log.warning("%r: no registrar reachable at %s; will retry", self, self.reg_addrs)
+        log.log(
+            logging.DEBUG if self._registry_failing else logging.WARNING,
+            "%r: no registrar reachable at %s; will retry",
+            self,
+            self.reg_addrs,
+        )
+        self._registry_failing = True
         return False
+
+    def _log_registry_failure(self, fmt: str, reg: Address, exc: Exception) -> None:
+        """One WARNING per outage (then DEBUG), without remote tracebacks: an actor
+        retrying through a long outage must not flood its log."""
+        brief = (
+            f"{exc.type_name}: {exc.remote_message}"
+            if isinstance(exc, RemoteActorError)
+            else f"{type(exc).__name__}: {exc}"
+        )
+        level = logging.DEBUG if self._registry_failing else logging.WARNING
+        log.log(level, "%r: " + fmt, self, reg, brief)
+        self._registry_failing = True
 
     def _registry_order(self) -> list[Address]:
         """Registrars to try: the one we last used first, then the rest in order."""
@@ -386,7 +408,9 @@ class Actor:
                     "self", "renew_lease", uid=list(self.uid), ttl=self.lease_ttl
                 )
             except REGISTRY_ERRORS as exc:
-                log.warning("%r: lease renewal at %s failed (%s); failing over", self, reg, exc)
+                self._log_registry_failure(
+                    "lease renewal at %s failed (%s); failing over", reg, exc
+                )
                 self._registered_with = None
                 await self._register()
                 continue

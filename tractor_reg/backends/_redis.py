@@ -343,8 +343,10 @@ class _Conn:
             socket_connect_timeout=opts.connect_timeout,
             # Fail fast: the registrar reports outages and actors retry through leases.
             retry=Retry(NoBackoff(), 0),
-            # RESP2: nothing here needs RESP3, and a too-old server must reach our version
-            # check instead of failing on HELLO.
+            # RESP2: nothing here needs RESP3, a too-old server must reach our version
+            # check instead of failing on HELLO, and redis-py's pool checks idle
+            # connections for a server restart only under RESP2 (under RESP3 the first
+            # command after a Redis restart failed on a dead pooled connection).
             protocol=2,
         )
         if opts.tls:
@@ -514,6 +516,7 @@ class RedisBackend(ReplicatedBackend):
         self._run_scope = trio.CancelScope()
         self._run_active = False
         self._run_exited = trio.Event()
+        self._store_ok = trio.Event()
         self.skipped_rows = 0
 
     @classmethod
@@ -664,8 +667,12 @@ class RedisBackend(ReplicatedBackend):
                         age,
                     )
                 self._healthy = False
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                # Back off, but not past a second (a stale view must not outlive Redis's
+                # return by much), and retry at once when a write just got through.
+                with trio.move_on_after(backoff):
+                    await self._store_ok.wait()
+                self._store_ok = trio.Event()
+                backoff = min(backoff * 2, max(1.0, min(self.options.poll_interval, 5.0)))
 
     # -- the view ------------------------------------------------------------------------
 
@@ -770,7 +777,7 @@ class RedisBackend(ReplicatedBackend):
                         self._seq, self._last_id = int(reply[1]), _text(reply[2])
                         self._apply_plan(plan)
                         self._synced_at = time.time()
-                        self._healthy = True
+                        self._store_ok.set()  # wakes a follower backing off
                         self._deliver(batch, plan)
                         return
                     # Another registrar wrote first: replay its changes and plan again.
