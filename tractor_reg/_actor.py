@@ -8,6 +8,7 @@ import logging
 import os
 import runpy
 import sys
+import time
 import traceback
 import types
 import uuid as uuidlib
@@ -25,6 +26,7 @@ from ._exceptions import (
     HandshakeError,
     InvalidRequest,
     ProtocolError,
+    RegistryTimeout,
     RemoteActorError,
     RPCNotAllowed,
     RuntimeBootError,
@@ -49,11 +51,14 @@ log = logging.getLogger("tractor_reg.actor")
 #: lookups within 30 s even if nobody reports it, at one tiny RPC per 10 s per actor.
 DEFAULT_LEASE_TTL = 30.0
 DEFAULT_RENEW_INTERVAL = 10.0
+#: How long one registry call may take before the registrar counts as unresponsive
+#: (SIGSTOPped, wedged, half-open connection) and callers fail over to the next one.
+DEFAULT_CALL_TIMEOUT = 10.0
 
 #: Errors that mean "that peer cannot be reached / talked to right now".
 CONNECT_ERRORS: tuple[type[Exception], ...] = (
     OSError,
-    TimeoutError,
+    TimeoutError,  # includes RegistryTimeout
     TransportClosed,
     HandshakeError,
     ProtocolError,
@@ -101,6 +106,7 @@ class Actor:
         lease_ttl: float = DEFAULT_LEASE_TTL,
         renew_interval: float | None = None,
         register_self: bool = True,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"actor name must be a non-empty str, got {name!r}")
@@ -125,6 +131,8 @@ class Actor:
         self.renew_interval = renew
         #: False for pure clients (tools) that look things up but are not discoverable.
         self.register_self = register_self
+        #: Deadline for one registry call; past it the registrar counts as unresponsive.
+        self.call_timeout = call_timeout
 
         self._modules: dict[str, types.ModuleType] = {}
         self._peers: dict[tuple[str, str], list[Channel]] = {}
@@ -139,6 +147,7 @@ class Actor:
         self._root_scope = trio.CancelScope()
         self._registered_with: Address | None = None
         self._registry_failing = False
+        self._reg_failed_at: dict[Address, float] = {}
         self._parent_chan: Channel | None = None
         self.cancel_called = trio.Event()
         self.peer_connected = trio.Event()
@@ -349,14 +358,44 @@ class Actor:
         chan = await self.dial(addr)
         return Portal(chan, actor=self)
 
+    async def registry_call(
+        self, reg: Address, func: str, *, deadline: float | None = None, **kwargs: Any
+    ) -> Any:
+        """Call registrar endpoint ``func`` at ``reg`` with a deadline.
+
+        A registrar that does not answer in time raises :class:`RegistryTimeout` and its
+        cached connection is dropped, so the next call dials afresh.
+        """
+        limit = self.call_timeout if deadline is None else deadline
+        try:
+            with trio.move_on_after(limit):
+                # The deadline covers dialling too: a stopped registrar still completes
+                # TCP connects (the kernel accepts) but never answers the handshake.
+                portal = await self.registry_portal(reg)
+                result = await portal.run_from_ns("self", func, **kwargs)
+                self._reg_failed_at.pop(reg, None)
+                return result
+        except REGISTRY_ERRORS:
+            self._reg_failed_at[reg] = time.monotonic()
+            raise
+        self._reg_failed_at[reg] = time.monotonic()
+        chan = self._dialled.pop(reg, None)
+        if chan is not None:
+            await chan.aclose()
+        raise RegistryTimeout(f"registrar {reg} did not answer {func}() within {limit:g}s")
+
     async def _register(self) -> bool:
         """Register every accept address in one call at the first registrar that answers."""
         addrs = [unwrap_address(a) for a in self.accept_addrs]
         for reg in self._registry_order():
             try:
-                portal = await self.registry_portal(reg)
-                await portal.run_from_ns(
-                    "self", "register_actor", uid=list(self.uid), addr=addrs, ttl=self.lease_ttl
+                await self.registry_call(
+                    reg,
+                    "register_actor",
+                    deadline=min(self.call_timeout, self.renew_interval),
+                    uid=list(self.uid),
+                    addr=addrs,
+                    ttl=self.lease_ttl,
                 )
             except REGISTRY_ERRORS as exc:
                 self._log_registry_failure("registering at %s failed: %s", reg, exc)
@@ -389,11 +428,16 @@ class Actor:
         self._registry_failing = True
 
     def _registry_order(self) -> list[Address]:
-        """Registrars to try: the one we last used first, then the rest in order."""
-        if self._registered_with in self.reg_addrs:
-            rest = [a for a in self.reg_addrs if a != self._registered_with]
-            return [self._registered_with, *rest]
-        return list(self.reg_addrs)
+        """Registrars to try: the one we last used, then the others in the configured
+        order, and those that failed recently last (oldest failure first)."""
+        order = list(self.reg_addrs)
+        if self._registered_with in order:
+            order.remove(self._registered_with)
+            order.insert(0, self._registered_with)
+        failed = self._reg_failed_at
+        healthy = [a for a in order if a not in failed]
+        broken = sorted((a for a in order if a in failed), key=lambda a: failed[a])
+        return healthy + broken
 
     async def _lease_loop(self) -> None:
         while True:
@@ -403,9 +447,14 @@ class Actor:
                 await self._register()
                 continue
             try:
-                portal = await self.registry_portal(reg)
-                known = await portal.run_from_ns(
-                    "self", "renew_lease", uid=list(self.uid), ttl=self.lease_ttl
+                # Never wait on a hung registrar past the next renewal: the failover
+                # must happen while the lease still holds.
+                known = await self.registry_call(
+                    reg,
+                    "renew_lease",
+                    deadline=min(self.call_timeout, self.renew_interval),
+                    uid=list(self.uid),
+                    ttl=self.lease_ttl,
                 )
             except REGISTRY_ERRORS as exc:
                 self._log_registry_failure(
@@ -425,8 +474,7 @@ class Actor:
             return
         self._registered_with = None
         try:
-            portal = await self.registry_portal(reg)
-            await portal.run_from_ns("self", "unregister_actor", uid=list(self.uid))
+            await self.registry_call(reg, "unregister_actor", uid=list(self.uid))
         except REGISTRY_ERRORS as exc:
             log.debug("%r: unregister at %s failed: %s", self, reg, exc)
 
@@ -458,11 +506,13 @@ class Actor:
         assert self._service is not None, "actor is not running"
         stream = await open_stream(addr, self.connect_timeout)
         chan = Channel(stream, raddr=addr, max_frame_size=self.max_frame_size)
+        shook = False
         try:
             await chan.handshake(self._hello(role), self.handshake_timeout)
-        except CONNECT_ERRORS:
-            await chan.aclose()
-            raise
+            shook = True
+        finally:
+            if not shook:  # failed or cancelled mid-handshake: never leak the socket
+                await chan.aclose()
         service = self._service
         if lazy:
             # Short-lived lookup connections often make no call at all: only start

@@ -37,6 +37,7 @@ def main() -> int:
         connect_timeout=spec.connect_timeout,
         lease_ttl=spec.lease_ttl,
         renew_interval=spec.renew_interval,
+        call_timeout=spec.call_timeout,
     )
     actor.runtime_config = _ChildConfig(spec)  # type: ignore[attr-defined]
     try:

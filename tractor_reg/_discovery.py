@@ -22,6 +22,9 @@ from ._state import current_actor
 
 log = logging.getLogger("tractor_reg.discovery")
 
+#: Seconds a registrar holds one wait_for_actor call before answering "not yet".
+WAIT_POLL = 10.0
+
 
 def _reg_addrs(actor: Actor, given: Sequence[AddressLike] | AddressLike | None) -> list[Address]:
     if given is None:
@@ -52,8 +55,7 @@ async def get_registry(addr: AddressLike | None = None) -> AsyncIterator[Portal 
 
 
 async def _ask(actor: Actor, reg: Address, func: str, **kwargs: Any) -> Any:
-    portal = await actor.registry_portal(reg)
-    return await portal.run_from_ns("self", func, **kwargs)
+    return await actor.registry_call(reg, func, **kwargs)
 
 
 @asynccontextmanager
@@ -75,7 +77,7 @@ async def query_actor(
     for reg in _reg_addrs(actor, regaddr):
         try:
             portal = await actor.registry_portal(reg)
-            addrs = await portal.run_from_ns("self", "find_actor", name=name)
+            addrs = await actor.registry_call(reg, "find_actor", name=name)
         except CONNECT_ERRORS as exc:
             errors.append(f"{reg}: {exc}")
             continue
@@ -194,11 +196,21 @@ async def _wait_and_connect(actor: Actor, name: str, regs: list[Address]) -> Cha
         reachable = 0
         for reg in regs:
             try:
-                addrs = await _ask(actor, reg, "wait_for_actor", name=name)
+                # Long poll: a registrar that stops answering (SIGSTOP, half-open
+                # connection) is noticed within one poll, and we fail over.
+                addrs = await actor.registry_call(
+                    reg,
+                    "wait_for_actor",
+                    name=name,
+                    deadline=WAIT_POLL + actor.call_timeout,
+                    poll=WAIT_POLL,
+                )
             except CONNECT_ERRORS as exc:
                 log.info("registrar %s unreachable while waiting: %s", reg, exc)
                 continue
             reachable += 1
+            if addrs is None:
+                break  # nothing yet: ask again (the same registrar first)
             chan = await _connect_any(actor, reg, addrs, None)
             if chan is not None:
                 return chan

@@ -58,6 +58,11 @@ class ActorNotFound(TractorRegError, LookupError):
     """``find_actor(..., raise_on_none=True)`` found no actor registered under the name."""
 
 
+class RegistryTimeout(TractorRegError, TimeoutError):
+    """A registrar accepted the call but did not answer in time (stopped, overloaded or
+    a half-open connection); callers fail over to the next registry address."""
+
+
 class RegistryUnavailable(TractorRegError, ConnectionError):
     """No registrar could be reached at any of the configured registry addresses."""
 

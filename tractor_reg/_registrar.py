@@ -247,9 +247,19 @@ class Registrar(Actor):
         entries = await self.backend.lookup_all(_check_name(name))
         return [{"uid": list(e.uid), "addrs": _wire_addrs(e)} for e in entries]
 
-    async def wait_for_actor(self, name: object) -> list[list[Any]]:
-        """Block until an actor named ``name`` is registered; return its addresses."""
+    async def wait_for_actor(self, name: object, poll: object = None) -> list[list[Any]] | None:
+        """Block until an actor named ``name`` is registered; return its addresses.
+
+        With ``poll`` (seconds) answer ``None`` when nothing appeared by then, so that
+        clients can tell a slow wait from a registrar that stopped answering.
+        """
         key = _check_name(name)
+        if poll is not None:
+            if isinstance(poll, bool) or not isinstance(poll, int | float) or not 0 < poll <= 3600:
+                raise InvalidRequest(f"poll must be 0 < seconds <= 3600, got {poll!r}")
+            with trio.move_on_after(float(poll)):
+                return await self.wait_for_actor(key)
+            return None
         self.lookups += 1
         self.waiters += 1
         try:

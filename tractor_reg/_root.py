@@ -14,7 +14,7 @@ from typing import Any, Literal
 import trio
 
 from . import _state
-from ._actor import CONNECT_ERRORS, DEFAULT_LEASE_TTL, Actor
+from ._actor import CONNECT_ERRORS, DEFAULT_CALL_TIMEOUT, DEFAULT_LEASE_TTL, Actor
 from ._addr import (
     TRANSPORTS,
     Address,
@@ -180,6 +180,7 @@ async def open_root_actor(
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     purge_interval: float = DEFAULT_PURGE_INTERVAL,
     probe_timeout: float = DEFAULT_PROBE_TIMEOUT,
+    call_timeout: float = DEFAULT_CALL_TIMEOUT,
     **unexpected: Any,
 ) -> AsyncIterator[Actor]:
     """Boot this process's root actor; yields the :class:`Actor`.
@@ -225,6 +226,7 @@ async def open_root_actor(
         connect_timeout=connect_timeout,
         lease_ttl=lease_ttl,
         renew_interval=renew_interval,
+        call_timeout=call_timeout,
     )
 
     for attempt in range(3):
@@ -298,6 +300,7 @@ async def open_registry_client(
     *,
     name: str = "tractor-reg-client",
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    call_timeout: float = DEFAULT_CALL_TIMEOUT,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
 ) -> AsyncIterator[Actor]:
@@ -325,6 +328,7 @@ async def open_registry_client(
         bind_addrs=[],
         register_self=False,
         connect_timeout=connect_timeout,
+        call_timeout=call_timeout,
         handshake_timeout=handshake_timeout,
         max_frame_size=max_frame_size,
     )

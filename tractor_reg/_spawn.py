@@ -48,6 +48,7 @@ class SpawnSpec(msgspec.Struct, frozen=True):
     max_frame_size: int = 4 * 1024 * 1024
     handshake_timeout: float = 5.0
     connect_timeout: float = 5.0
+    call_timeout: float = 10.0
 
 
 class _Child:
@@ -222,6 +223,7 @@ class ActorNursery:
             max_frame_size=actor.max_frame_size,
             handshake_timeout=actor.handshake_timeout,
             connect_timeout=actor.connect_timeout,
+            call_timeout=actor.call_timeout,
         )
         arrived, slot = actor.expect_child(uuid)
         proc = await trio.lowlevel.open_process(

@@ -63,13 +63,13 @@ class Watch:
         errors: list[str] = []
         for reg in self._regs:
             try:
-                portal = await self._actor.registry_portal(reg)
-                answer = await portal.run_from_ns(
-                    "self",
+                answer = await self._actor.registry_call(
+                    reg,
                     "watch_changes",
+                    deadline=self._poll_timeout + self._actor.call_timeout,
                     since=self.revision,
                     name=self.name,
-                    timeout=self._poll_timeout,
+                    timeout=self._poll_timeout,  # the endpoint's own long poll
                 )
             except RemoteActorError as exc:
                 if exc.type_name == "ChangesExpired":
