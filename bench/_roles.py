@@ -8,7 +8,9 @@ Roles:
     encodes it again and writes it back. Prints ``READY <tcp-port>``.
 ``registrar``
     ``open_root_actor`` that must become the registrar (``ensure_registry=True``) at the
-    given TCP port and UDS path, memory backend. Prints ``READY <tcp-port>``.
+    given TCP port and UDS path (TCP only when ``--uds`` is not given), with the table in
+    ``--backend URL`` (default ``memory://``). Prints ``READY <tcp-port>`` once the
+    backend is open.
 ``target``
     An actor called ``target`` that joins that registrar on both transports (so it is
     registered with a TCP and a UDS address). Prints ``READY``.
@@ -138,13 +140,18 @@ def _reg_addrs(tcp_port: int, uds_path: str) -> list[tractor_reg.Address]:
     ]
 
 
-async def run_registrar(tcp_port: int, uds_path: str) -> None:
+async def run_registrar(tcp_port: int, uds_path: str | None, backend: str) -> None:
+    if uds_path is None:
+        addrs: list[tractor_reg.Address] = [tractor_reg.TCPAddress("127.0.0.1", tcp_port)]
+        transports = ["tcp"]
+    else:
+        addrs, transports = _reg_addrs(tcp_port, uds_path), ["tcp", "uds"]
     async with tractor_reg.open_root_actor(
         name="registrar",
-        registry_addrs=_reg_addrs(tcp_port, uds_path),
-        enable_transports=["tcp", "uds"],
+        registry_addrs=addrs,
+        enable_transports=transports,
         ensure_registry=True,
-        registry_backend="memory://",
+        registry_backend=backend,
     ) as actor:
         if not actor.is_registrar:
             raise SystemExit("registrar role did not become the registrar")
@@ -216,14 +223,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench._roles")
     parser.add_argument("role", choices=["echo", "registrar", "target", "client"])
     parser.add_argument("--tcp-port", type=int, default=0)
-    parser.add_argument("--uds", required=True, help="UDS socket path")
+    parser.add_argument(
+        "--uds", default=None, help="UDS socket path (required except for the registrar)"
+    )
     parser.add_argument("--name", default="target", help="target name (target, client)")
+    parser.add_argument(
+        "--backend", default="memory://", help="registry backend URL (registrar only)"
+    )
     args = parser.parse_args(argv)
+    if args.uds is None and args.role != "registrar":
+        parser.error(f"--uds is required for the {args.role} role")
     try:
         if args.role == "echo":
             trio.run(run_echo, args.tcp_port, args.uds)
         elif args.role == "registrar":
-            trio.run(run_registrar, args.tcp_port, args.uds)
+            trio.run(run_registrar, args.tcp_port, args.uds, args.backend)
         elif args.role == "target":
             trio.run(run_target, args.tcp_port, args.uds, args.name)
         else:
