@@ -25,6 +25,7 @@ from ._exceptions import (
     ActorCrashed,
     ActorNotFound,
     AddressError,
+    AuthenticationError,
     BackendClosed,
     BackendError,
     BackendURLError,
@@ -32,6 +33,7 @@ from ._exceptions import (
     FrameTooLarge,
     HandshakeError,
     InvalidRequest,
+    LimitExceeded,
     NoRuntime,
     PermissionDenied,
     ProtocolError,
@@ -49,8 +51,9 @@ from ._exceptions import (
 )
 from ._ipc import Aid, Channel
 from ._portal import LocalPortal, Portal
-from ._registrar import Registrar
+from ._registrar import Registrar, RegistryLimits
 from ._root import open_registry_client, open_root_actor
+from ._security import SecurityConfigError, TLSConfig
 from ._spawn import ActorNursery, open_nursery
 from ._state import current_actor
 from ._watch import Watch, watch
@@ -66,6 +69,7 @@ __all__ = [
     "Address",
     "AddressError",
     "Aid",
+    "AuthenticationError",
     "BackendClosed",
     "BackendError",
     "BackendURLError",
@@ -75,6 +79,7 @@ __all__ = [
     "FrameTooLarge",
     "HandshakeError",
     "InvalidRequest",
+    "LimitExceeded",
     "LocalPortal",
     "NoRuntime",
     "PermissionDenied",
@@ -83,14 +88,17 @@ __all__ = [
     "RPCNotAllowed",
     "Registrar",
     "RegistryError",
+    "RegistryLimits",
     "RegistryTimeout",
     "RegistryUnavailable",
     "RemoteActorError",
     "RuntimeBootError",
     "SchemaError",
+    "SecurityConfigError",
     "StoreBusy",
     "StoreUnavailable",
     "TCPAddress",
+    "TLSConfig",
     "TractorRegError",
     "TransportClosed",
     "UDSAddress",

@@ -7,6 +7,8 @@ import inspect
 import logging
 import os
 import runpy
+import socket
+import ssl
 import sys
 import time
 import traceback
@@ -20,11 +22,12 @@ import msgspec
 import trio
 
 from . import _state
-from ._addr import Address, UDSAddress, unwrap_address, wrap_address
+from ._addr import Address, TCPAddress, UDSAddress, unwrap_address, wrap_address
 from ._exceptions import (
     BackendError,
     HandshakeError,
     InvalidRequest,
+    LimitExceeded,
     ProtocolError,
     RegistryTimeout,
     RemoteActorError,
@@ -43,6 +46,7 @@ from ._ipc import (
 )
 from ._msg import Call, CancelCall, Error, Handshake, Return
 from ._portal import LocalPortal, Portal
+from ._security import NONCE_SIZE, Security
 from ._util import collapse_eg
 
 log = logging.getLogger("tractor_reg.actor")
@@ -54,6 +58,8 @@ DEFAULT_RENEW_INTERVAL = 10.0
 #: How long one registry call may take before the registrar counts as unresponsive
 #: (SIGSTOPped, wedged, half-open connection) and callers fail over to the next one.
 DEFAULT_CALL_TIMEOUT = 10.0
+#: Inbound connections one actor serves at once (each costs a file descriptor).
+DEFAULT_MAX_CONNECTIONS = 4096
 
 #: Errors that mean "that peer cannot be reached / talked to right now".
 CONNECT_ERRORS: tuple[type[Exception], ...] = (
@@ -107,6 +113,8 @@ class Actor:
         renew_interval: float | None = None,
         register_self: bool = True,
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        security: Security | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"actor name must be a non-empty str, got {name!r}")
@@ -133,6 +141,11 @@ class Actor:
         self.register_self = register_self
         #: Deadline for one registry call; past it the registrar counts as unresponsive.
         self.call_timeout = call_timeout
+        #: Shared-secret authentication and TLS settings.
+        self.security = security or Security()
+        #: Inbound connections served at once; more are refused at accept.
+        self.max_connections = max_connections
+        self._inbound = 0
 
         self._modules: dict[str, types.ModuleType] = {}
         self._peers: dict[tuple[str, str], list[Channel]] = {}
@@ -163,6 +176,7 @@ class Actor:
         return Aid(self.name, self.uuid, self.pid, self.is_registrar, tuple(self.accept_addrs))
 
     def _hello(self, role: str = "peer") -> Handshake:
+        secret = self.security.secret
         return Handshake(
             name=self.name,
             uuid=self.uuid,
@@ -170,7 +184,32 @@ class Actor:
             is_registrar=self.is_registrar,
             accept_addrs=[unwrap_address(a) for a in self.accept_addrs],
             role=role,
+            nonce=os.urandom(NONCE_SIZE) if secret is not None else b"",
+            auth=secret is not None,
         )
+
+    async def secure_client_stream(self, stream: trio.abc.Stream, addr: Address) -> trio.abc.Stream:
+        """Wrap a dialled TCP stream in TLS when configured (UDS stays plain)."""
+        if self.security.tls is None or not isinstance(addr, TCPAddress):
+            return stream
+        return trio.SSLStream(stream, self.security.client_ctx, server_hostname=addr.host)
+
+    async def connect_channel(self, addr: Address, timeout: float, role: str = "peer") -> Channel:
+        """Dial ``addr``, wrap TLS if configured, and complete the (authenticated)
+        handshake within ``timeout``; the caller owns the returned channel."""
+        stream = await open_stream(addr, min(timeout, self.connect_timeout))
+        stream = await self.secure_client_stream(stream, addr)
+        chan = Channel(stream, raddr=addr, max_frame_size=self.max_frame_size)
+        shook = False
+        try:
+            await chan.handshake(self._hello(role), timeout, self.security.secret)
+            shook = True
+        except (trio.BrokenResourceError, ssl.SSLError) as exc:
+            raise HandshakeError(f"TLS with {addr} failed: {exc}") from exc
+        finally:
+            if not shook:  # failed or cancelled mid-handshake: never leak the socket
+                await chan.aclose()
+        return chan
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self.uuid[:8]} addrs={self.accept_addrs}>"
@@ -504,15 +543,7 @@ class Actor:
 
     async def _dial_new(self, addr: Address, role: str = "peer", lazy: bool = False) -> Channel:
         assert self._service is not None, "actor is not running"
-        stream = await open_stream(addr, self.connect_timeout)
-        chan = Channel(stream, raddr=addr, max_frame_size=self.max_frame_size)
-        shook = False
-        try:
-            await chan.handshake(self._hello(role), self.handshake_timeout)
-            shook = True
-        finally:
-            if not shook:  # failed or cancelled mid-handshake: never leak the socket
-                await chan.aclose()
+        chan = await self.connect_channel(addr, self.handshake_timeout, role)
         service = self._service
         if lazy:
             # Short-lived lookup connections often make no call at all: only start
@@ -523,15 +554,40 @@ class Actor:
         return chan
 
     async def _handle_inbound(self, stream: trio.SocketStream) -> None:
-        chan = Channel(stream, max_frame_size=self.max_frame_size)
-        try:
-            await chan.handshake(self._hello(), self.handshake_timeout)
-        except (ProtocolError, TransportClosed, OSError) as exc:
-            log.warning("%r: refused a connection: %s", self, exc)
-            await self._send_channel_error(chan, exc)
+        tcp = stream.socket.family in (socket.AF_INET, socket.AF_INET6)
+        secured: trio.abc.Stream = stream
+        if tcp and self.security.tls is not None:
+            secured = trio.SSLStream(stream, self.security.server_ctx, server_side=True)
+        chan = Channel(secured, max_frame_size=self.max_frame_size)
+        if self._inbound >= self.max_connections:
+            log.warning(
+                "%r: refusing a connection: %d connections already (max_connections)",
+                self,
+                self._inbound,
+            )
+            if secured is stream:
+                await self._send_channel_error(
+                    chan, LimitExceeded(f"too many connections (max {self.max_connections})")
+                )
             await chan.aclose()
             return
-        await self._serve_channel(chan)
+        self._inbound += 1
+        try:
+            try:
+                await chan.handshake(self._hello(), self.handshake_timeout, self.security.secret)
+            except (ProtocolError, TransportClosed, OSError, trio.BrokenResourceError) as exc:
+                log.warning("%r: refused a connection: %s", self, exc)
+                if secured is stream or chan.aid is not None:
+                    await self._send_channel_error(chan, exc)
+                await chan.aclose()
+                return
+            except ssl.SSLError as exc:
+                log.warning("%r: refused a TLS connection: %s", self, exc)
+                await chan.aclose()
+                return
+            await self._serve_channel(chan)
+        finally:
+            self._inbound -= 1
 
     async def _send_channel_error(self, chan: Channel, exc: BaseException) -> None:
         """Tell a misbehaving peer why it is being dropped (best effort, bounded)."""

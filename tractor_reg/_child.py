@@ -10,6 +10,7 @@ import trio
 from ._actor import Actor
 from ._addr import wrap_address
 from ._log import setup_logging
+from ._security import Security, TLSConfig
 from ._spawn import SpawnSpec
 
 
@@ -38,6 +39,12 @@ def main() -> int:
         lease_ttl=spec.lease_ttl,
         renew_interval=spec.renew_interval,
         call_timeout=spec.call_timeout,
+        security=Security(
+            spec.secret,
+            TLSConfig(spec.tls_cert, spec.tls_key, spec.tls_ca)
+            if spec.tls_cert or spec.tls_ca
+            else None,
+        ),
     )
     actor.runtime_config = _ChildConfig(spec)  # type: ignore[attr-defined]
     try:

@@ -32,6 +32,14 @@ class HandshakeError(ProtocolError):
     """The identity handshake failed or did not complete within its deadline."""
 
 
+class AuthenticationError(HandshakeError):
+    """The peer could not prove the shared secret, or demanded one this side lacks."""
+
+    def __init__(self, message: str, peer_is_registrar: bool = False) -> None:
+        super().__init__(message)
+        self.peer_is_registrar = peer_is_registrar
+
+
 class TransportClosed(TractorRegError):
     """The channel's underlying connection closed (peer gone, or closed locally)."""
 
@@ -150,6 +158,11 @@ class SchemaError(BackendError):
 
 class BackendURLError(BackendError, ValueError):
     """A backend URL is malformed, has an unknown scheme or unknown options."""
+
+
+class LimitExceeded(RegistryError):
+    """A configured limit (entries, entries per peer, addresses per uid, connections) was
+    hit; the offender is refused and everyone else is unaffected."""
 
 
 class RPCNotAllowed(PermissionDenied):

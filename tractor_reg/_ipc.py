@@ -22,13 +22,26 @@ import trio
 
 from ._addr import Address, TCPAddress, UDSAddress, check_uds_path, wrap_address
 from ._exceptions import (
+    AuthenticationError,
     FrameTooLarge,
     HandshakeError,
     ProtocolError,
     RemoteActorError,
     TransportClosed,
 )
-from ._msg import PROTOCOL_VERSION, Call, CancelCall, Error, Handshake, Msg, Return, decode, encode
+from ._msg import (
+    PROTOCOL_VERSION,
+    Auth,
+    Call,
+    CancelCall,
+    Error,
+    Handshake,
+    Msg,
+    Return,
+    decode,
+    encode,
+)
+from ._security import NONCE_SIZE, check_proof, proof
 
 log = logging.getLogger("tractor_reg.ipc")
 
@@ -166,13 +179,49 @@ class Channel:
 
     # -- handshake -----------------------------------------------------------------------
 
-    async def handshake(self, local: Handshake, timeout: float) -> Aid:
-        """Exchange identities; bounded by ``timeout`` seconds (slow peers are refused)."""
+    async def handshake(self, local: Handshake, timeout: float, secret: bytes | None = None) -> Aid:
+        """Exchange identities (and prove the shared secret, when either side has one).
+
+        The whole exchange is bounded by ``timeout`` seconds (slow peers are refused).
+        Raises :class:`AuthenticationError` when the peer fails to prove the secret or
+        demands one this side lacks.
+        """
         with trio.move_on_after(timeout) as scope:
             await self.send(local)
             msg = await self.recv()
+            aid = self._accept_hello(msg)
+            if local.auth or (isinstance(msg, Handshake) and msg.auth):
+                await self._authenticate(local, msg, secret, aid)  # type: ignore[arg-type]
         if scope.cancelled_caught:
             raise HandshakeError(f"handshake not completed within {timeout}s")
+        self.aid = aid
+        return aid
+
+    async def _authenticate(
+        self, local: Handshake, peer: Handshake, secret: bytes | None, aid: Aid
+    ) -> None:
+        if secret is None:
+            raise AuthenticationError(
+                f"{aid.name!r} requires a shared secret and this actor has none "
+                "(pass secret=... or set TRACTOR_REG_SECRET_FILE)",
+                peer_is_registrar=aid.is_registrar,
+            )
+        if not peer.auth or len(peer.nonce) < NONCE_SIZE:
+            raise AuthenticationError(
+                f"{aid.name!r} did not offer authentication but this actor requires it",
+                peer_is_registrar=aid.is_registrar,
+            )
+        await self.send(Auth(mac=proof(secret, peer.nonce, local.nonce, local.uuid)))
+        answer = await self.recv()
+        if not isinstance(answer, Auth) or not check_proof(
+            secret, answer.mac, local.nonce, peer.nonce, peer.uuid
+        ):
+            raise AuthenticationError(
+                f"{aid.name!r} failed authentication (wrong shared secret)",
+                peer_is_registrar=aid.is_registrar,
+            )
+
+    def _accept_hello(self, msg: Msg) -> Aid:
         if not isinstance(msg, Handshake):
             raise HandshakeError(f"expected a handshake, got a {type(msg).__name__} frame")
         if msg.version != PROTOCOL_VERSION:
@@ -185,8 +234,7 @@ class Channel:
             raise HandshakeError(f"handshake carries a bad address: {exc}") from exc
         if not msg.name or not msg.uuid:
             raise HandshakeError("handshake with an empty name or uuid")
-        self.aid = Aid(msg.name, msg.uuid, msg.pid, msg.is_registrar, addrs, msg.role)
-        return self.aid
+        return Aid(msg.name, msg.uuid, msg.pid, msg.is_registrar, addrs, msg.role)
 
     # -- RPC client side -----------------------------------------------------------------
 

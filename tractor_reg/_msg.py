@@ -26,6 +26,16 @@ class Handshake(msgspec.Struct, tag="hello", tag_field="t", frozen=True):
     accept_addrs: list[tuple[str, int | str]] = []
     #: "child" on the connection a freshly spawned actor opens to its parent.
     role: str = "peer"
+    #: A fresh random challenge for this connection (see tractor_reg._security).
+    nonce: bytes = b""
+    #: This side holds a shared secret and accepts only peers that prove it.
+    auth: bool = False
+
+
+class Auth(msgspec.Struct, tag="auth", tag_field="t", frozen=True):
+    """Proof of the shared secret: an HMAC over both nonces and the sender's uuid."""
+
+    mac: bytes
 
 
 class Call(msgspec.Struct, tag="call", tag_field="t", frozen=True):
@@ -59,7 +69,7 @@ class CancelCall(msgspec.Struct, tag="cancel", tag_field="t", frozen=True):
     cid: int
 
 
-Msg: TypeAlias = Handshake | Call | Return | Error | CancelCall
+Msg: TypeAlias = Handshake | Auth | Call | Return | Error | CancelCall
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Msg] = msgspec.msgpack.Decoder(Msg)

@@ -3,26 +3,59 @@
 from __future__ import annotations
 
 import collections
+import ipaddress
 import logging
 import math
+import socket
 import time
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import trio
 
 from . import _state
 from ._actor import CONNECT_ERRORS, Actor
-from ._addr import Address, unwrap_address, wrap_address
-from ._exceptions import ActorNotFound, BackendError, InvalidRequest, PermissionDenied
-from ._ipc import Channel, open_stream
+from ._addr import Address, TCPAddress, unwrap_address, wrap_address
+from ._exceptions import (
+    ActorNotFound,
+    BackendError,
+    InvalidRequest,
+    LimitExceeded,
+    PermissionDenied,
+)
+from ._ipc import Channel
 from .backends import Change, Entry, RegistryBackend
 
 log = logging.getLogger("tractor_reg.registrar")
+
+_PROBE_ERRORS: tuple[type[Exception], ...] = (*CONNECT_ERRORS, trio.TooSlowError)
 
 #: How often expired leases are purged from the store (seconds).
 DEFAULT_PURGE_INTERVAL = 1.0
 #: Deadline for verifying a reported-stale address (connect + handshake, seconds).
 DEFAULT_PROBE_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True)
+class RegistryLimits:
+    """Caps that keep one misbehaving peer from exhausting the registrar.
+
+    ``max_entries``: live entries in the whole registry; ``max_entries_per_peer``: live
+    entries registered from one peer host (all Unix-socket peers count as one host);
+    ``max_addrs_per_uid``: addresses one uid may hold. Hitting one refuses the offending
+    registration with :class:`LimitExceeded`; nothing else is affected.
+    """
+
+    max_entries: int = 1_000_000
+    max_entries_per_peer: int = 100_000
+    max_addrs_per_uid: int = 16
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _check_uid(uid: object) -> tuple[str, str]:
@@ -143,9 +176,13 @@ class Registrar(Actor):
         backend: RegistryBackend,
         purge_interval: float = DEFAULT_PURGE_INTERVAL,
         probe_timeout: float = DEFAULT_PROBE_TIMEOUT,
+        limits: RegistryLimits | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(name, **kwargs)
+        self.limits = limits or RegistryLimits()
+        # uids registered per peer host, to enforce max_entries_per_peer
+        self._by_peer: dict[str, set[tuple[str, str]]] = {}
         self.backend = backend
         self.purge_interval = purge_interval
         self.probe_timeout = probe_timeout
@@ -157,6 +194,17 @@ class Registrar(Actor):
         self._samples: collections.deque[tuple[float, int, int]] = collections.deque(maxlen=11)
 
     async def _after_bind(self, service: trio.Nursery) -> None:
+        exposed = [
+            a for a in self.accept_addrs if isinstance(a, TCPAddress) and not _is_loopback(a.host)
+        ]
+        if exposed and self.security.secret is None:
+            log.warning(
+                "!!! registrar listening on %s WITHOUT a shared secret: anyone who can reach "
+                "it can register names, remove entries and read the registry. Configure a "
+                "secret (secret=..., TRACTOR_REG_SECRET_FILE, tractor-reg serve --secret-file) "
+                "or listen on loopback only !!!",
+                ", ".join(str(a) for a in exposed),
+            )
         service.start_soon(self._purge_loop)
         await super()._after_bind(service)
 
@@ -199,12 +247,58 @@ class Registrar(Actor):
         addrs = _check_addrs(addr)
         lease = _check_ttl(ttl, self.lease_ttl)
         self._require_own_uid(key, "register_actor")
+        await self._enforce_limits(key, addrs)
         await self._refuse_live_address_theft(key, addrs)
         entry = await self.backend.register(
             key, [unwrap_address(a) for a in addrs], lease, registrar=self._registrar_id()
         )
         self.registrations += 1
+        peer = self._peer_host()
+        if peer is not None:
+            self._by_peer.setdefault(peer, set()).add(key)
         return {"revision": entry.revision, "ttl": lease}
+
+    def _peer_host(self) -> str | None:
+        chan = self._caller()
+        if chan is None:
+            return None  # the registrar itself
+        sock = getattr(chan.stream, "socket", None)
+        if sock is None:  # TLS: the transport stream holds the socket
+            sock = getattr(getattr(chan.stream, "transport_stream", None), "socket", None)
+        if sock is None or sock.family == socket.AF_UNIX:
+            return "uds"
+        try:
+            return str(sock.getpeername()[0])
+        except OSError:
+            return "unknown"
+
+    async def _enforce_limits(self, uid: tuple[str, str], addrs: list[Address]) -> None:
+        limits = self.limits
+        existing = await self.backend.get(uid)
+        merged = set(addrs) | {wrap_address(a) for a in (existing.addrs if existing else ())}
+        if len(merged) > limits.max_addrs_per_uid:
+            raise LimitExceeded(
+                f"{uid[0]!r} would hold {len(merged)} addresses; the limit is "
+                f"{limits.max_addrs_per_uid} per uid"
+            )
+        if existing is not None:
+            return  # a re-registration adds no entry
+        if await self.backend.count() >= limits.max_entries:
+            raise LimitExceeded(f"the registry is full ({limits.max_entries} entries)")
+        peer = self._peer_host()
+        if peer is None:
+            return
+        mine = self._by_peer.get(peer)
+        if mine is not None and len(mine) >= limits.max_entries_per_peer:
+            # Forget uids that are gone (unregistered, expired, evicted) before judging.
+            for other in list(mine):
+                if await self.backend.get(other) is None:
+                    mine.discard(other)
+            if len(mine) >= limits.max_entries_per_peer:
+                raise LimitExceeded(
+                    f"peer {peer} already registered {len(mine)} live entries; the limit is "
+                    f"{limits.max_entries_per_peer} per peer"
+                )
 
     async def _refuse_live_address_theft(self, uid: tuple[str, str], addrs: list[Address]) -> None:
         """An address held by another uid moves only if that uid no longer answers at it.
@@ -425,17 +519,15 @@ class Registrar(Actor):
         if addr in self.accept_addrs:
             return uid == self.uid
         try:
-            stream = await open_stream(addr, self.probe_timeout)
-        except CONNECT_ERRORS:
+            with trio.fail_after(self.probe_timeout * 2):
+                chan = await self.connect_channel(addr, self.probe_timeout)
+        except _PROBE_ERRORS:
             return False
-        chan = Channel(stream, raddr=addr, max_frame_size=self.max_frame_size)
         try:
-            aid = await chan.handshake(self._hello(), self.probe_timeout)
-        except CONNECT_ERRORS:
-            return False
+            assert chan.aid is not None
+            return chan.aid.uid == uid
         finally:
             await chan.aclose()
-        return aid.uid == uid
 
     def _registrar_id(self) -> str:
         first = self.accept_addrs[0] if self.accept_addrs else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import ssl
 import uuid as uuidlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -14,7 +15,13 @@ from typing import Any, Literal
 import trio
 
 from . import _state
-from ._actor import CONNECT_ERRORS, DEFAULT_CALL_TIMEOUT, DEFAULT_LEASE_TTL, Actor
+from ._actor import (
+    CONNECT_ERRORS,
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_LEASE_TTL,
+    DEFAULT_MAX_CONNECTIONS,
+    Actor,
+)
 from ._addr import (
     TRANSPORTS,
     Address,
@@ -27,7 +34,7 @@ from ._addr import (
     runtime_dir,
     wrap_address,
 )
-from ._exceptions import RegistryUnavailable, RuntimeBootError
+from ._exceptions import AuthenticationError, RegistryUnavailable, RuntimeBootError
 from ._ipc import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -37,7 +44,8 @@ from ._ipc import (
 )
 from ._log import setup_logging
 from ._msg import Handshake
-from ._registrar import DEFAULT_PROBE_TIMEOUT, DEFAULT_PURGE_INTERVAL, Registrar
+from ._registrar import DEFAULT_PROBE_TIMEOUT, DEFAULT_PURGE_INTERVAL, Registrar, RegistryLimits
+from ._security import NONCE_SIZE, Security, TLSConfig
 from ._util import collapse_eg
 from .backends import RegistryBackend, open_backend, opened_backend
 
@@ -48,6 +56,12 @@ ENV_REGISTRY_ADDRS = "TRACTOR_REG_REGISTRY_ADDRS"
 DEFAULT_BACKEND_URL = "memory://"
 
 Probe = Literal["absent", "registrar", "occupied"]
+
+_PROBE_FAILURES: tuple[type[Exception], ...] = (
+    *CONNECT_ERRORS,
+    trio.BrokenResourceError,
+    ssl.SSLError,
+)
 
 
 @dataclass
@@ -113,31 +127,51 @@ def resolve_registry_addrs(
     return addrs, transports
 
 
-async def probe_registry(addr: Address, timeout: float) -> Probe:
-    """Classify what listens at ``addr``: nothing, a registrar, or something else."""
+async def probe_registry(addr: Address, timeout: float, security: Security | None = None) -> Probe:
+    """Classify what listens at ``addr``: nothing, a registrar, or something else.
+
+    Raises :class:`RuntimeBootError` when a registrar answers but refuses this side's
+    credentials (no or another shared secret): joining it cannot work, and binding its
+    address must not be attempted.
+    """
+    security = security or Security()
     try:
-        stream = await open_stream(addr, timeout)
+        stream: trio.abc.Stream = await open_stream(addr, timeout)
     except (OSError, TimeoutError):
         return "absent"
+    if security.tls is not None and isinstance(addr, TCPAddress):
+        stream = trio.SSLStream(stream, security.client_ctx, server_hostname=addr.host)
     chan = Channel(stream, raddr=addr)
+    secret = security.secret
     hello = Handshake(
-        name="boot-probe", uuid=str(uuidlib.uuid4()), pid=os.getpid(), is_registrar=False
+        name="boot-probe",
+        uuid=str(uuidlib.uuid4()),
+        pid=os.getpid(),
+        is_registrar=False,
+        nonce=os.urandom(NONCE_SIZE) if secret is not None else b"",
+        auth=secret is not None,
     )
     try:
-        aid = await chan.handshake(hello, timeout)
-    except CONNECT_ERRORS:
+        aid = await chan.handshake(hello, timeout, secret)
+    except AuthenticationError as exc:
+        if exc.peer_is_registrar:
+            raise RuntimeBootError(f"the registrar at {addr} refused this actor: {exc}") from exc
+        return "occupied"
+    except _PROBE_FAILURES:
         return "occupied"
     finally:
         await chan.aclose()
     return "registrar" if aid.is_registrar else "occupied"
 
 
-async def _probe_all(addrs: list[Address], timeout: float) -> dict[Address, Probe]:
+async def _probe_all(
+    addrs: list[Address], timeout: float, security: Security | None = None
+) -> dict[Address, Probe]:
     """Probe every address concurrently, so the boot costs one probe deadline at most."""
     results: dict[Address, Probe] = {}
 
     async def _probe(addr: Address) -> None:
-        results[addr] = await probe_registry(addr, timeout)
+        results[addr] = await probe_registry(addr, timeout, security)
 
     with collapse_eg():
         async with trio.open_nursery() as nursery:
@@ -181,6 +215,10 @@ async def open_root_actor(
     purge_interval: float = DEFAULT_PURGE_INTERVAL,
     probe_timeout: float = DEFAULT_PROBE_TIMEOUT,
     call_timeout: float = DEFAULT_CALL_TIMEOUT,
+    secret: bytes | str | os.PathLike[str] | None = None,
+    tls: TLSConfig | None = None,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    limits: RegistryLimits | None = None,
     **unexpected: Any,
 ) -> AsyncIterator[Actor]:
     """Boot this process's root actor; yields the :class:`Actor`.
@@ -207,6 +245,7 @@ async def open_root_actor(
         raise RuntimeBootError(f"a root actor already runs in this process: {running!r}")
     reg_addrs, transports = resolve_registry_addrs(registry_addrs, enable_transports)
     setup_logging(loglevel)
+    security = Security.resolve(secret, tls)
     config = RuntimeConfig(
         enable_transports=transports,
         loglevel=loglevel,
@@ -227,17 +266,20 @@ async def open_root_actor(
         lease_ttl=lease_ttl,
         renew_interval=renew_interval,
         call_timeout=call_timeout,
+        security=security,
+        max_connections=max_connections,
     )
 
     for attempt in range(3):
-        results = await _probe_all(reg_addrs, handshake_timeout)
+        results = await _probe_all(reg_addrs, handshake_timeout, security)
         occupied = [a for a in reg_addrs if results[a] == "occupied"]
         registrars = [a for a in reg_addrs if results[a] == "registrar"]
         if occupied:
             raise RuntimeBootError(
                 "registry address(es) "
                 + ", ".join(str(a) for a in occupied)
-                + " are held by something that is not a tractor_reg registrar"
+                + " are held by something that is not a tractor_reg registrar (or by one that "
+                "needs TLS settings this actor does not have)"
             )
         if registrars:
             if ensure_registry:
@@ -278,6 +320,7 @@ async def open_root_actor(
                     bind_addrs=registrar_addrs,
                     purge_interval=purge_interval,
                     probe_timeout=probe_timeout,
+                    limits=limits,
                     **common,
                 )
                 registrar.runtime_config = config  # type: ignore[attr-defined]
@@ -303,6 +346,8 @@ async def open_registry_client(
     call_timeout: float = DEFAULT_CALL_TIMEOUT,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    secret: bytes | str | os.PathLike[str] | None = None,
+    tls: TLSConfig | None = None,
 ) -> AsyncIterator[Actor]:
     """A minimal runtime for tools that query a registry without joining it.
 
@@ -318,7 +363,8 @@ async def open_registry_client(
         addrs = env_registry_addrs() or [default_registry_addr("tcp")]
     else:
         addrs = [wrap_address(a) for a in registry_addrs]
-    results = await _probe_all(addrs, handshake_timeout)
+    security = Security.resolve(secret, tls)
+    results = await _probe_all(addrs, handshake_timeout, security)
     registrars = [a for a in addrs if results[a] == "registrar"]
     if not registrars:
         raise RegistryUnavailable("no registrar answers at " + ", ".join(str(a) for a in addrs))
@@ -331,6 +377,7 @@ async def open_registry_client(
         call_timeout=call_timeout,
         handshake_timeout=handshake_timeout,
         max_frame_size=max_frame_size,
+        security=security,
     )
     async with client.running():
         yield client

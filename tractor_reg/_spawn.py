@@ -49,6 +49,10 @@ class SpawnSpec(msgspec.Struct, frozen=True):
     handshake_timeout: float = 5.0
     connect_timeout: float = 5.0
     call_timeout: float = 10.0
+    secret: bytes | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
 
 
 class _Child:
@@ -224,6 +228,11 @@ class ActorNursery:
             handshake_timeout=actor.handshake_timeout,
             connect_timeout=actor.connect_timeout,
             call_timeout=actor.call_timeout,
+            # over the child's stdin pipe, never its command line or environment
+            secret=actor.security.secret,
+            tls_cert=actor.security.tls.cert if actor.security.tls else None,
+            tls_key=actor.security.tls.key if actor.security.tls else None,
+            tls_ca=actor.security.tls.ca if actor.security.tls else None,
         )
         arrived, slot = actor.expect_child(uuid)
         proc = await trio.lowlevel.open_process(
