@@ -7,6 +7,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -70,7 +71,17 @@ def no_leftover_children() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never see the user's registry/backend settings."""
-    monkeypatch.delenv("TRACTOR_REG_REGISTRY_ADDRS", raising=False)
-    monkeypatch.delenv("TRACTOR_REG_BACKEND", raising=False)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never see the user's registry/backend/secret settings, and nothing they
+    start writes to the user's state directory (the daemon's default SQLite file)."""
+    for var in (
+        "TRACTOR_REG_REGISTRY_ADDRS",
+        "TRACTOR_REG_BACKEND",
+        "TRACTOR_REG_SECRET_FILE",
+        "TRACTOR_REG_TLS_CERT",
+        "TRACTOR_REG_TLS_KEY",
+        "TRACTOR_REG_TLS_CA",
+        "TRACTOR_REG_LOG_LEVEL",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))

@@ -144,6 +144,8 @@ def registrar_argv(*addrs: str, extra: Sequence[str] = ()) -> list[str]:
     argv = python("-m", "tractor_reg", "serve", "--log-level", "warning")
     for addr in addrs:
         argv += ["--listen", addr]
+    if "--backend" not in extra:
+        argv += ["--backend", "memory://"]  # never the daemon's default state file
     return argv + list(extra)
 
 

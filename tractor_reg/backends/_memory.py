@@ -364,6 +364,12 @@ class MemoryBackend:
     def raw_entries(self) -> list[Entry]:
         return list(self._entries.values())
 
+    def start_history(self, revision: int) -> None:
+        """The change log begins at ``revision`` (after loading a snapshot taken there):
+        ``changes_since`` for anything older raises :class:`ChangesExpired`."""
+        self._log.clear()
+        self._log_floor = max(self._log_floor, revision)
+
     def reset(self) -> None:
         """Drop every entry (before a full reload); the revision is kept, the change log
         restarts there (watchers further back must resync)."""

@@ -756,6 +756,7 @@ class RedisBackend(ReplicatedBackend):
             self._view.apply_upsert(entry)
         self._seq, self._last_id = seq, last_id
         self._view.apply_revision(revision)
+        self._view.start_history(max(revision, self._view.current_revision))
         self._synced_at = time.time()
 
     # -- writes --------------------------------------------------------------------------

@@ -593,6 +593,7 @@ class SQLiteBackend(ReplicatedBackend):
                 log.error("%s: skipping invalid row %r: %s", self.path, row[:2], exc)
         self._seq = snap.seq
         self._view.apply_revision(snap.revision)
+        self._view.start_history(snap.revision)
 
     async def _apply_delta(self, delta: _Delta) -> None:
         if delta.gap:
