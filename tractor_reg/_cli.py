@@ -46,6 +46,7 @@ from ._addr import (
     unwrap_address,
     wrap_address,
 )
+from ._discovery import WAIT_POLL
 from ._exceptions import (
     AddressError,
     BackendURLError,
@@ -62,6 +63,14 @@ from ._root import (
     open_registry_client,
     open_root_actor,
     probe_registry,
+)
+from ._security import (
+    ENV_SECRET_FILE,
+    ENV_TLS_CA,
+    ENV_TLS_CERT,
+    ENV_TLS_KEY,
+    Security,
+    TLSConfig,
 )
 from ._util import collapse_eg
 from .backends import AddrTuple, Entry, RegistryBackend, open_backend, opened_backend
@@ -93,6 +102,10 @@ _ENV_HELP = {
     ENV_LOG_LEVEL: "debug, info, warning, error or critical",
     ENV_STATE_HOME: "the per-user state directory (default ~/.local/state); the default "
     "backend is $XDG_STATE_HOME/tractor_reg/registry.db",
+    ENV_SECRET_FILE: "file holding the shared secret peers must prove (>= 16 bytes)",
+    ENV_TLS_CERT: "TLS certificate chain (PEM) for TCP connections",
+    ENV_TLS_KEY: "TLS private key (PEM)",
+    ENV_TLS_CA: "CA bundle that peers' TLS certificates must chain to",
 }
 
 
@@ -201,7 +214,14 @@ def _epilog(*names: str) -> str:
     return "\n".join(lines)
 
 
-_ADMIN_ENV = (ENV_REGISTRY_ADDRS, ENV_LOG_LEVEL)
+_ADMIN_ENV = (
+    ENV_REGISTRY_ADDRS,
+    ENV_LOG_LEVEL,
+    ENV_SECRET_FILE,
+    ENV_TLS_CERT,
+    ENV_TLS_KEY,
+    ENV_TLS_CA,
+)
 _STORE_ENV = (ENV_BACKEND, ENV_STATE_HOME, ENV_LOG_LEVEL)
 
 
@@ -234,6 +254,30 @@ def build_parser() -> argparse.ArgumentParser:
         f"${ENV_REGISTRY_ADDRS}, else {DEFAULT_LISTEN})",
     )
     admin.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    secure = _Parser(add_help=False)
+    secure.add_argument(
+        "--secret-file",
+        default=None,
+        metavar="PATH",
+        help=f"shared secret for authentication (default: ${ENV_SECRET_FILE}); every peer "
+        "must know it; it never crosses the wire",
+    )
+    secure.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="PATH",
+        help=f"TLS certificate chain for TCP (default: ${ENV_TLS_CERT})",
+    )
+    secure.add_argument(
+        "--tls-key", default=None, metavar="PATH", help=f"TLS private key (default: ${ENV_TLS_KEY})"
+    )
+    secure.add_argument(
+        "--tls-ca",
+        default=None,
+        metavar="PATH",
+        help=f"CA bundle peers' certificates must chain to (default: ${ENV_TLS_CA})",
+    )
 
     store = _Parser(add_help=False)
     store.add_argument(
@@ -272,8 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
         "run a standalone registrar",
         "Run a standalone, long-lived registrar until SIGINT/SIGTERM. Prints "
         "`READY <addresses> backend=<url>` on stdout once it serves.",
-        [],
-        (ENV_BACKEND, ENV_REGISTRY_ADDRS, ENV_STATE_HOME, ENV_LOG_LEVEL),
+        [secure],
+        (
+            ENV_BACKEND,
+            ENV_REGISTRY_ADDRS,
+            ENV_STATE_HOME,
+            ENV_LOG_LEVEL,
+            ENV_SECRET_FILE,
+            ENV_TLS_CERT,
+            ENV_TLS_KEY,
+            ENV_TLS_CA,
+        ),
     )
     serve.add_argument(
         "--backend",
@@ -306,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         "list registered actors",
         "List the registered actors: name, uuid, addresses, age, lease left and the "
         "registrar that recorded each.",
-        [admin],
+        [admin, secure],
         _ADMIN_ENV,
     )
     ls.add_argument("name", nargs="?", help="only actors with this name")
@@ -317,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         "print the addresses of an actor",
         "Print the addresses of the most recently registered actor called NAME, best first "
         "(exit 1 if there is none).",
-        [admin],
+        [admin, secure],
         _ADMIN_ENV,
     )
     find.add_argument("name")
@@ -328,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
         "wait",
         "wait until an actor is registered",
         "Block until an actor called NAME is registered, then print its addresses.",
-        [admin],
+        [admin, secure],
         _ADMIN_ENV,
     )
     wait.add_argument("name")
@@ -346,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         "print registry changes as they happen",
         "Print one line per registry change (registered, updated, unregistered, expired) "
         "until interrupted (Ctrl-C or SIGTERM exit with 0).",
-        [admin],
+        [admin, secure],
         _ADMIN_ENV,
     )
     watch.add_argument("name", nargs="?", help="only changes of actors with this name")
@@ -364,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
         "remove registrations",
         "Remove the entries called NAME (or the one with uuid UUID). Unless --force, an "
         "entry is only removed once the registrar verified that its actor does not answer.",
-        [admin],
+        [admin, secure],
         _ADMIN_ENV,
     )
     rm.add_argument("target", metavar="NAME|UUID")
@@ -375,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stats",
         "show registrar statistics",
         "Show entries, lookups/s, registrations/s, waiters, the backend and its health, uptime.",
-        [admin],
+        [admin, secure],
         _ADMIN_ENV,
     )
     stats.set_defaults(func=_cmd_stats)
@@ -617,12 +670,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return trio.run(_serve, args, listen, backend)
 
 
-async def _refuse_taken(listen: list[Address]) -> None:
+def _security(args: argparse.Namespace) -> tuple[str | None, TLSConfig | None]:
+    secret = getattr(args, "secret_file", None)
+    cert, key, ca = (getattr(args, n, None) for n in ("tls_cert", "tls_key", "tls_ca"))
+    tls = TLSConfig(cert=cert, key=key, ca=ca) if (cert or ca) else None
+    return secret, tls
+
+
+async def _refuse_taken(listen: list[Address], args: argparse.Namespace) -> None:
     """Clear messages for the usual reasons not to start (open_root_actor re-checks)."""
     results: dict[Address, str] = {}
+    secret, tls = _security(args)
+    security = Security.resolve(secret, tls)
 
     async def probe(addr: Address) -> None:
-        results[addr] = await probe_registry(addr, DEFAULT_HANDSHAKE_TIMEOUT)
+        results[addr] = await probe_registry(addr, DEFAULT_HANDSHAKE_TIMEOUT, security)
 
     async with trio.open_nursery() as nursery:
         for addr in listen:
@@ -642,13 +704,16 @@ async def _serve(args: argparse.Namespace, listen: list[Address], backend: str) 
         kwargs["lease_ttl"] = args.lease_ttl
     shown = redact_url(backend)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        await _refuse_taken(listen)
+        await _refuse_taken(listen, args)
+        secret, tls = _security(args)
         try:
             async with open_root_actor(
                 name=args.name,
                 registry_addrs=listen,
                 ensure_registry=True,
                 registry_backend=backend,
+                secret=secret,
+                tls=tls,
                 loglevel=None,  # logging is already set up (with the chosen format)
                 **kwargs,
             ) as actor:
@@ -673,12 +738,11 @@ class _Registry:
     def __init__(self, actor: Actor) -> None:
         self.actor = actor
 
-    async def call(self, func: str, **kwargs: Any) -> Any:
+    async def call(self, func: str, deadline: float | None = None, **kwargs: Any) -> Any:
         errors: list[str] = []
         for reg in self.actor.reg_addrs:
             try:
-                portal = await self.actor.registry_portal(reg)
-                return await portal.run_from_ns("self", func, **kwargs)
+                return await self.actor.registry_call(reg, func, deadline=deadline, **kwargs)
             except CONNECT_ERRORS as exc:
                 errors.append(f"{reg}: {exc}")
         raise RegistryUnavailable("no registrar reachable: " + "; ".join(errors))
@@ -688,7 +752,8 @@ class _Registry:
 async def _client(args: argparse.Namespace) -> AsyncIterator[_Registry]:
     addrs = _registry_addrs(args.registry)
     try:
-        async with open_registry_client(addrs) as actor:
+        secret, tls = _security(args)
+        async with open_registry_client(addrs, secret=secret, tls=tls) as actor:
             yield _Registry(actor)
     except RegistryUnavailable as exc:
         raise CLIError(f"{exc} (is `{PROG} serve` running there?)") from exc
@@ -776,8 +841,12 @@ def _cmd_wait(args: argparse.Namespace) -> int:
         async with _until_signal() as stop, _client(args) as reg:
             deadline = math.inf if args.timeout is None else args.timeout
             with trio.move_on_after(deadline):
-                addrs = await reg.call("wait_for_actor", name=args.name)
-                return _ranked(addrs)
+                while True:  # long polls: a registrar that stops answering is noticed
+                    addrs = await reg.call(
+                        "wait_for_actor", deadline=WAIT_POLL + 10.0, name=args.name, poll=WAIT_POLL
+                    )
+                    if addrs is not None:
+                        return _ranked(addrs)
         if stop.signum is not None:
             raise CLIError("interrupted", EXIT_INTERRUPTED)
         return None
