@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 
@@ -16,6 +15,7 @@ import tractor_reg
 from tests.conftest import free_port
 from tests.rpc_targets import funcs
 from tests.rpc_targets.hostile import client, hello, raw_peer
+from tests.tls_certs import have_openssl, make_certs
 from tractor_reg._msg import Error, Return
 
 SECRET = b"correct horse battery staple 42"
@@ -167,75 +167,13 @@ def test_secret_from_a_file_and_too_short(
 # -- TLS ----------------------------------------------------------------------------------
 
 
-def _openssl(*args: str, cwd: str) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def certs() -> Iterator[dict[str, str]]:
-    if shutil.which("openssl") is None:
+    if not have_openssl():
         pytest.skip("needs the openssl command")
     d = tempfile.mkdtemp(prefix="tr-certs-")
     try:
-        for ca in ("ca", "other-ca"):
-            _openssl(
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                f"{ca}.key",
-                "-out",
-                f"{ca}.crt",
-                "-days",
-                "1",
-                "-subj",
-                f"/CN={ca}",
-                cwd=d,
-            )
-        _openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "node.key",
-            "-out",
-            "node.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-            cwd=d,
-        )
-        with open(os.path.join(d, "ext.cnf"), "w") as fh:
-            fh.write("subjectAltName=IP:127.0.0.1\n")
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            "node.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "node.crt",
-            "-days",
-            "1",
-            "-extfile",
-            "ext.cnf",
-            cwd=d,
-        )
-        yield {
-            k: os.path.join(d, f)
-            for k, f in [
-                ("cert", "node.crt"),
-                ("key", "node.key"),
-                ("ca", "ca.crt"),
-                ("other_ca", "other-ca.crt"),
-            ]
-        }
+        yield make_certs(d)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

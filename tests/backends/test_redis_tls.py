@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -13,17 +11,14 @@ import pytest
 import trio
 
 from tests.redis_servers import RedisServer, free_port
+from tests.tls_certs import have_openssl, make_certs
 from tractor_reg import StoreUnavailable
 from tractor_reg.backends import opened_backend
 
 pytestmark = [
     pytest.mark.redis,
-    pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command"),
+    pytest.mark.skipif(not have_openssl(), reason="needs the openssl command"),
 ]
-
-
-def _openssl(*args: str, cwd: str) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -31,55 +26,7 @@ def tls_redis() -> Iterator[tuple[int, str]]:
     """A redis-server that only speaks TLS, its port, and the CA file that signed it."""
     directory = tempfile.mkdtemp(prefix="tr-tls-")
     try:
-        _openssl(
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=tractor-reg-test-ca",
-            cwd=directory,
-        )
-        _openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-            cwd=directory,
-        )
-        with open(os.path.join(directory, "ext.cnf"), "w") as fh:
-            fh.write("subjectAltName=IP:127.0.0.1\n")
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "1",
-            "-extfile",
-            "ext.cnf",
-            cwd=directory,
-        )
+        files = make_certs(directory)
         port = free_port()
         server = RedisServer(
             port=0,
@@ -88,19 +35,19 @@ def tls_redis() -> Iterator[tuple[int, str]]:
                 "--tls-port",
                 str(port),
                 "--tls-cert-file",
-                os.path.join(directory, "server.crt"),
+                files["cert"],
                 "--tls-key-file",
-                os.path.join(directory, "server.key"),
+                files["key"],
                 "--tls-ca-cert-file",
-                os.path.join(directory, "ca.crt"),
+                files["ca"],
                 "--tls-auth-clients",
                 "no",
             ],
         )
         server.start_without_ping()
         try:
-            server.wait_tls(port, os.path.join(directory, "ca.crt"))
-            yield port, os.path.join(directory, "ca.crt")
+            server.wait_tls(port, files["ca"])
+            yield port, files["ca"]
         finally:
             server.kill()
     finally:

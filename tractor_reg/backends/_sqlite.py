@@ -28,9 +28,9 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiosqlite
@@ -56,6 +56,8 @@ from ._sqlite_schema import (
 )
 
 log = logging.getLogger("tractor_reg.backends.sqlite")
+
+T = TypeVar("T")
 
 SYNC_LEVELS = ("normal", "full")
 DEFAULT_SYNCHRONOUS = "full"
@@ -691,15 +693,27 @@ async def migrate_sqlite(url_or_path: str, *, dry_run: bool = False) -> Migratio
     backend = SQLiteBackend(path)
     if not dry_run:
         backend._prepare_path()
-    bridge = AsyncioThread("tractor_reg-sqlite-migrate")
+
+    async def work(conn: aiosqlite.Connection) -> MigrationReport:
+        if dry_run:
+            return await apply_migrations(conn, path, dry_run=True)
+        return await _setup(conn, path, backend.options)
+
+    return await _with_connection(path, "migrate", work)
+
+
+async def _with_connection(
+    path: str, purpose: str, work: Callable[[aiosqlite.Connection], Awaitable[T]]
+) -> T:
+    """Run ``work`` on a connection to ``path`` in a bridge of its own (for the tools),
+    translating driver errors and leaving no thread behind."""
+    bridge = AsyncioThread(f"tractor_reg-sqlite-{purpose}")
     await bridge.start()
     conn: aiosqlite.Connection | None = None
     try:
         try:
             conn = await bridge.run(_connect, path, DEFAULT_BUSY_TIMEOUT)
-            if dry_run:
-                return await bridge.run(_dry_run, conn, path)
-            return await bridge.run(_setup, conn, path, backend.options)
+            return await bridge.run(work, conn)
         except TractorRegError:
             raise
         except Exception as exc:
@@ -709,10 +723,6 @@ async def migrate_sqlite(url_or_path: str, *, dry_run: bool = False) -> Migratio
             if conn is not None:
                 await bridge.run(_close, conn)
             await bridge.aclose()
-
-
-async def _dry_run(conn: aiosqlite.Connection, path: str) -> MigrationReport:
-    return await apply_migrations(conn, path, dry_run=True)
 
 
 async def _backup(src: aiosqlite.Connection, dest_path: str) -> None:
@@ -736,20 +746,9 @@ async def backup_sqlite(url_or_path: str, dest_path: str) -> None:
         os.close(os.open(dest_path, os.O_CREAT | os.O_WRONLY, 0o600))
     except OSError as exc:
         raise StoreUnavailable(f"cannot create the backup file {dest_path}: {exc}") from exc
-    bridge = AsyncioThread("tractor_reg-sqlite-backup")
-    await bridge.start()
-    conn: aiosqlite.Connection | None = None
-    try:
-        try:
-            conn = await bridge.run(_connect, path, DEFAULT_BUSY_TIMEOUT)
-            await bridge.run(inspect_schema, conn, path)
-            await bridge.run(_backup, conn, dest_path)
-        except TractorRegError:
-            raise
-        except Exception as exc:
-            raise translate(exc, path) from exc
-    finally:
-        with trio.CancelScope(shield=True):
-            if conn is not None:
-                await bridge.run(_close, conn)
-            await bridge.aclose()
+
+    async def work(conn: aiosqlite.Connection) -> None:
+        await inspect_schema(conn, path)
+        await _backup(conn, dest_path)
+
+    await _with_connection(path, "backup", work)
