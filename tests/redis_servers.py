@@ -57,25 +57,20 @@ class RedisServer:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
+    def start_without_ping(self) -> RedisServer:
+        """Start the process without waiting (e.g. a TLS-only server; see :meth:`wait_tls`)."""
         assert REDIS_SERVER, "redis-server is not installed"
-        self.log_path = os.path.join(self.directory, f"redis-{self.port}.log")
+        self.log_path = os.path.join(self.directory, f"redis-{self.port}-{os.getpid()}.log")
         argv = [
             REDIS_SERVER,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            self.directory,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--logfile",
-            self.log_path,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", self.directory,
+            "--save", "",
+            "--appendonly", "no",
+            "--logfile", self.log_path,
             *self.extra,
-        ]
+        ]  # fmt: skip
         if self.password:
             argv += ["--requirepass", self.password]
         self.proc = subprocess.Popen(
@@ -85,6 +80,12 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+        return self
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start and wait until the server answers PING."""
+        self.start_without_ping()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -98,35 +99,6 @@ class RedisServer:
                     f"log tail:\n{self.log_tail()}"
                 )
             time.sleep(0.02)
-
-    def start_without_ping(self) -> RedisServer:
-        """Start without waiting (for servers that only speak TLS); see :meth:`wait_tls`."""
-        assert REDIS_SERVER, "redis-server is not installed"
-        self.log_path = os.path.join(self.directory, f"redis-tls-{os.getpid()}.log")
-        argv = [
-            REDIS_SERVER,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            self.directory,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--logfile",
-            self.log_path,
-            *self.extra,
-        ]
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        return self
 
     def wait_tls(self, port: int, ca: str, timeout: float = 10.0) -> None:
         """Wait until ``redis-cli --tls`` gets PONG on ``port``."""
