@@ -234,3 +234,21 @@ async def test_find_actor_fails_over_between_registrars() -> None:
                     reg_b.kill_group()
                     async with tractor_reg.find_actor("svc", registry_addrs=[a]):
                         pass
+
+
+async def test_an_address_answering_as_another_actor_is_not_returned(
+    reg_addr: tractor_reg.TCPAddress,
+) -> None:
+    """A dead actor's port reused by another process: lookups must not hand it out."""
+    from tests.rpc_targets.hostile import client, fake_actor
+
+    with trio.fail_after(20):
+        async with tractor_reg.open_root_actor(registry_addrs=[reg_addr]):
+            async with fake_actor("other", "o-1") as addr, client(reg_addr, "ghost", "g-1") as g:
+                # "ghost" registered the address, then (say) died; "other" now owns the port
+                assert await g.reg("register_actor", uid=["ghost", "g-1"], addr=[list(addr)])
+                async with tractor_reg.find_actor("ghost") as portal:
+                    assert portal is None
+                # it was reported, verified (the port answers as someone else) and dropped
+                async with tractor_reg.get_registry() as reg:
+                    assert await reg.run_from_ns("self", "find_actor", name="ghost") is None

@@ -85,3 +85,31 @@ async def test_unregister_on_clean_exit(reg_addr: tractor_reg.TCPAddress) -> Non
                     await svc.await_exit(10)
                 # gone at once, long before its 30 s lease would end
                 assert "svc" not in await _names(portal)
+
+
+class _SlowAckBackend(tractor_reg.backends.MemoryBackend):
+    """Deletes at once but acknowledges an unregister late: the window in which a dying
+    actor's lease loop used to register it again."""
+
+    async def unregister(self, uid: tuple[str, str]) -> tractor_reg.backends.Entry | None:
+        removed = await super().unregister(uid)
+        await trio.sleep(0.2)
+        return removed
+
+
+async def test_a_stopping_actor_never_registers_itself_again(
+    reg_addr: tractor_reg.TCPAddress,
+) -> None:
+    from tests.rpc_targets import funcs
+
+    backend = _SlowAckBackend()
+    with trio.fail_after(30):
+        async with tractor_reg.open_nursery(
+            registry_addrs=[reg_addr], registry_backend=backend, lease_ttl=5, renew_interval=0.01
+        ) as an:
+            portal = await an.start_actor("svc", enable_modules=["tests.rpc_targets.funcs"])
+            pid = await portal.run(funcs.pid)
+            assert await portal.cancel_actor()
+            await an.cancel()  # wait until the process is gone
+            assert await backend.lookup("svc") is None, "svc registered itself again"
+    assert pid

@@ -159,6 +159,11 @@ class Actor:
         # Created up front: a cancel that arrives while booting must still end the body.
         self._root_scope = trio.CancelScope()
         self._registered_with: Address | None = None
+        # the registrar a registration is in flight at (it may land even if cancelled)
+        self._registering_at: Address | None = None
+        self._lease_scope = trio.CancelScope()
+        self._lease_done = trio.Event()
+        self._lease_started = False
         self._registry_failing = False
         self._reg_failed_at: dict[Address, float] = {}
         self._parent_chan: Channel | None = None
@@ -349,12 +354,18 @@ class Actor:
         # start_actor() always points at an actor that lookups already find.
         if self.reg_addrs and self.register_self:
             await self._register()
+            self._lease_started = True
             service.start_soon(self._lease_loop)
         if self.parent_addr is not None:
             self._parent_chan = await self.dial(self.parent_addr, cache=False, role="child")
             service.start_soon(self._watch_parent, self._parent_chan)
 
     async def _teardown(self) -> None:
+        # Stop renewing first: a renewal or re-registration still running (or starting)
+        # after the unregister would register this dying actor again.
+        self._lease_scope.cancel()
+        if self._lease_started:
+            await self._lease_done.wait()
         with trio.move_on_after(max(1.0, self.connect_timeout)):
             await self._unregister()
         await self._close_listeners()
@@ -427,6 +438,7 @@ class Actor:
         """Register every accept address in one call at the first registrar that answers."""
         addrs = [unwrap_address(a) for a in self.accept_addrs]
         for reg in self._registry_order():
+            self._registering_at = reg
             try:
                 await self.registry_call(
                     reg,
@@ -479,6 +491,13 @@ class Actor:
         return healthy + broken
 
     async def _lease_loop(self) -> None:
+        try:
+            with self._lease_scope:
+                await self._renew_forever()
+        finally:
+            self._lease_done.set()
+
+    async def _renew_forever(self) -> None:
         while True:
             await trio.sleep(self.renew_interval)
             reg = self._registered_with
@@ -508,10 +527,11 @@ class Actor:
                 await self._register()
 
     async def _unregister(self) -> None:
-        reg = self._registered_with
+        # Where we registered, or where a (possibly cancelled) registration was sent.
+        reg = self._registered_with or self._registering_at
         if reg is None:
             return
-        self._registered_with = None
+        self._registered_with = self._registering_at = None
         try:
             await self.registry_call(reg, "unregister_actor", uid=list(self.uid))
         except REGISTRY_ERRORS as exc:

@@ -87,19 +87,32 @@ async def query_actor(
 
 
 async def _connect_any(
-    actor: Actor, reg: Address | None, addrs: Sequence[Any], transports: Sequence[str] | None
+    actor: Actor,
+    reg: Address | None,
+    addrs: Sequence[Any],
+    transports: Sequence[str] | None,
+    name: str,
 ) -> Channel | None:
-    """Dial the best reachable address; report unreachable ones to the registrar."""
+    """Dial the best reachable address of actor ``name``; report stale ones.
+
+    An address that answers as another actor (a dead actor's port reused by a new one)
+    is stale too: it is reported like an unreachable one and never returned.
+    """
     ranked = prefer_addr(addrs)
     if transports is not None:
         ranked = [a for a in ranked if a.transport in transports]
     for addr in ranked:
         try:
-            return await actor.dial(addr, cache=False, lazy=True)
+            chan = await actor.dial(addr, cache=False, lazy=True)
         except CONNECT_ERRORS as exc:
             log.info("%s unreachable (%s); reporting it to the registrar", addr, exc)
-            if reg is not None:
-                await _report_stale(actor, reg, addr)
+        else:
+            if chan.aid is not None and chan.aid.name == name:
+                return chan
+            log.info("%s answers as %r, not %r; reporting it", addr, chan.aid, name)
+            await chan.aclose()
+        if reg is not None:
+            await _report_stale(actor, reg, addr)
     return None
 
 
@@ -159,7 +172,7 @@ async def find_actor(
                 continue
             reachable += 1
             for addrs in candidates:
-                chan = await _connect_any(actor, reg, addrs, transports)
+                chan = await _connect_any(actor, reg, addrs, transports, name)
                 if chan is None or chan.aid is None:
                     continue
                 if chan.aid.uid in seen:
@@ -211,7 +224,7 @@ async def _wait_and_connect(actor: Actor, name: str, regs: list[Address]) -> Cha
             reachable += 1
             if addrs is None:
                 break  # nothing yet: ask again (the same registrar first)
-            chan = await _connect_any(actor, reg, addrs, None)
+            chan = await _connect_any(actor, reg, addrs, None, name)
             if chan is not None:
                 return chan
         if not reachable:
