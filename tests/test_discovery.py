@@ -7,6 +7,7 @@ import signal
 
 import pytest
 import trio
+import trio.testing
 
 import tractor_reg
 from tests.procs import joiner_argv, registrar_argv, spawn, wait_gone
@@ -244,9 +245,11 @@ async def test_an_address_answering_as_another_actor_is_not_returned(
 
     with trio.fail_after(20):
         async with tractor_reg.open_root_actor(registry_addrs=[reg_addr]):
-            async with fake_actor("other", "o-1") as addr, client(reg_addr, "ghost", "g-1") as g:
-                # "ghost" registered the address, then (say) died; "other" now owns the port
-                assert await g.reg("register_actor", uid=["ghost", "g-1"], addr=[list(addr)])
+            async with fake_actor("other", "o-1") as addr:
+                # "ghost" registered the address, then died; "other" now owns the port
+                async with client(reg_addr, "ghost", "g-1") as g:
+                    assert await g.reg("register_actor", uid=["ghost", "g-1"], addr=[list(addr)])
+                await trio.testing.wait_all_tasks_blocked()  # the registrar saw it hang up
                 async with tractor_reg.find_actor("ghost") as portal:
                     assert portal is None
                 # it was reported, verified (the port answers as someone else) and dropped
