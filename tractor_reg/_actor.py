@@ -605,6 +605,11 @@ class Actor:
                 log.warning("%r: refused a TLS connection: %s", self, exc)
                 await chan.aclose()
                 return
+            except Exception:
+                # Last line of defence: one peer's handshake never takes the actor down.
+                log.exception("%r: handshake with a new peer failed unexpectedly", self)
+                await chan.aclose()
+                return
             await self._serve_channel(chan)
         finally:
             self._inbound -= 1

@@ -162,7 +162,8 @@ class Channel:
         view = memoryview(self._buf)[_HEADER.size : end]
         try:
             return decode(view)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError) as exc:
+            # ValueError covers UnicodeDecodeError (invalid UTF-8 in a text field).
             raise ProtocolError(f"undecodable frame: {exc}") from exc
         finally:
             view.release()

@@ -15,7 +15,7 @@ import trio
 
 from . import _state
 from ._actor import CONNECT_ERRORS, Actor
-from ._addr import Address, TCPAddress, unwrap_address, wrap_address
+from ._addr import Address, TCPAddress, check_uds_path, unwrap_address, wrap_address
 from ._exceptions import (
     ActorNotFound,
     BackendError,
@@ -28,7 +28,7 @@ from .backends import Change, Entry, RegistryBackend
 
 log = logging.getLogger("tractor_reg.registrar")
 
-_PROBE_ERRORS: tuple[type[Exception], ...] = (*CONNECT_ERRORS, trio.TooSlowError)
+_PROBE_ERRORS: tuple[type[Exception], ...] = (*CONNECT_ERRORS, trio.TooSlowError, ValueError)
 
 #: How often expired leases are purged from the store (seconds).
 DEFAULT_PURGE_INTERVAL = 1.0
@@ -85,10 +85,31 @@ def _check_addrs(addr: object) -> list[Address]:
                 f"addresses travel as (host, port) / (dir, file) pairs, not strings: {candidate!r}"
             )
         try:
-            wrapped.append(wrap_address(candidate))
+            addr = wrap_address(candidate)
+            _check_dialable(addr)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
+        wrapped.append(addr)
     return wrapped
+
+
+def _check_dialable(addr: Address) -> None:
+    """Refuse addresses nobody could ever connect to (they would break every probe)."""
+    if isinstance(addr, TCPAddress):
+        host = addr.host
+        try:
+            ipaddress.ip_address(host.split("%", 1)[0])
+            return
+        except ValueError:
+            pass
+        try:
+            encoded = host.encode("idna")
+        except UnicodeError as exc:
+            raise ValueError(f"{host!r} is neither an IP address nor a valid host name") from exc
+        if not encoded or len(encoded) > 253:
+            raise ValueError(f"host name {host!r} has an invalid length")
+    else:
+        check_uds_path(addr)
 
 
 def _check_name(name: object) -> str:

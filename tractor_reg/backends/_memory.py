@@ -278,23 +278,32 @@ class MemoryBackend:
                 del self._owner[addr]
         return entry
 
-    def _drop_addr(self, uid: Uid, addr: AddrTuple) -> None:
-        """Take ``addr`` away from ``uid``; a uid left without addresses disappears."""
+    def _drop_addr(self, uid: Uid, addr: AddrTuple) -> Entry:
+        """Take ``addr`` away from ``uid``; a uid left without addresses disappears.
+
+        Returns the entry as it was before; the caller logs one change per uid per write
+        (see :meth:`_log_losses`).
+        """
         entry = self._entries[uid]
         rest = tuple(a for a in entry.addrs if a != addr)
         del self._owner[addr]
-        visible = self._live(entry, self._clock())
         if rest:
             # Plain assignment keeps the uid's position: losing an address is not a
             # (re-)registration, so its revision and order stay.
-            updated = msgspec.structs.replace(entry, addrs=rest)
-            self._entries[uid] = updated
-            if visible:
-                self._pending.append(("updated", updated))
+            self._entries[uid] = msgspec.structs.replace(entry, addrs=rest)
         else:
             self._remove(uid)
-            if visible:
-                self._pending.append(("unregistered", entry))
+        return entry
+
+    def _log_losses(self, before: dict[Uid, Entry]) -> None:
+        """One change per uid that lost addresses in this write: its final state
+        (``updated``) or its removal (``unregistered``, with the addresses it had)."""
+        for uid, old in before.items():
+            now = self._entries.get(uid)
+            if now is not None:
+                self._pending.append(("updated", now))
+            else:
+                self._pending.append(("unregistered", old))
 
     def _live_entry(self, uid: Uid, now: float) -> Entry | None:
         entry = self._entries.get(uid)
@@ -402,10 +411,13 @@ class MemoryBackend:
         if old is not None and not self._live(old, now):
             self._remove(key)
             old = None
+        losers: dict[Uid, Entry] = {}
         for addr in new_addrs:
             owner = self._owner.get(addr)
             if owner is not None and owner != key:
-                self._drop_addr(owner, addr)
+                previous = self._drop_addr(owner, addr)
+                losers.setdefault(owner, previous)
+        self._log_losses(losers)
         if old is None:
             kept: tuple[AddrTuple, ...] = ()
             registered_at = now
@@ -473,7 +485,7 @@ class MemoryBackend:
         owner = self._owner.get(key)
         if owner is None or self._live_entry(owner, self._clock()) is None:
             return None
-        self._drop_addr(owner, key)
+        self._log_losses({owner: self._drop_addr(owner, key)})
         self._changed_now()
         return owner
 

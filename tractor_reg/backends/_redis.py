@@ -71,6 +71,14 @@ if cur == nil then return redis.error_reply('tractor_reg: ' .. KEYS[3] .. ' is n
 if cur ~= tonumber(ARGV[1]) then
   return {0, cur, ''}
 end
+local rev_now = tonumber(redis.call('GET', KEYS[2]) or '0')
+if rev_now == nil then
+  return redis.error_reply('tractor_reg: ' .. KEYS[2] .. ' is not a number')
+end
+if rev_now > tonumber(ARGV[2]) then
+  -- revisions were used without change rows (writes that cancelled out): replan
+  return {0, cur, ''}
+end
 local i = 5
 local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
@@ -95,12 +103,14 @@ redis.call('PUBLISH', ARGV[4], q)
 return {1, q, last}
 """
 
-# KEYS: seq, changes ; ARGV: after_id, count
+# KEYS: seq, changes, rev ; ARGV: after_id, count
 _SINCE = """
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
 if seq == nil then return redis.error_reply('tractor_reg: ' .. KEYS[1] .. ' is not a number') end
+local rev = tonumber(redis.call('GET', KEYS[3]) or '0')
+if rev == nil then return redis.error_reply('tractor_reg: ' .. KEYS[3] .. ' is not a number') end
 local rows = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])
-return {seq, rows}
+return {seq, rows, rev}
 """
 
 # KEYS: entries, rev, seq, changes
@@ -683,10 +693,10 @@ class RedisBackend(ReplicatedBackend):
             await self._catch_up()
 
     async def _catch_up(self) -> None:
-        keys = [self.keys["seq"], self.keys["changes"]]
+        keys = [self.keys["seq"], self.keys["changes"], self.keys["rev"]]
         while True:
             reply = await self._script("since", _SINCE, keys, [self._last_id, 1000])
-            seq, rows = int(reply[0]), reply[1]
+            seq, rows, store_revision = int(reply[0]), reply[1], int(reply[2])
             if seq < self._seq:
                 log.warning(
                     "Redis %s lost the registry (change #%d, we had seen #%d): reloading; "
@@ -700,6 +710,8 @@ class RedisBackend(ReplicatedBackend):
             if not rows:
                 if seq != self._seq:
                     await self._reload()  # the stream was trimmed past what we saw
+                    return
+                self._view.apply_revision(store_revision)
                 return
             first_q = int(_fields(rows[0][1]).get(b"q", b"0"))
             if first_q != self._seq + 1:
@@ -709,6 +721,7 @@ class RedisBackend(ReplicatedBackend):
             self._apply_rows(rows)
             self._synced_at = time.time()
             if len(rows) < 1000:
+                self._view.apply_revision(store_revision)
                 return
 
     def _apply_rows(self, rows: list[Any]) -> None:

@@ -66,10 +66,13 @@ class Plan:
     upserts: list[tuple[Entry, str]]
     deletes: list[tuple[Uid, str]]
     outcomes: list[tuple[Any, BaseException | None]]
+    base_revision: int = 0
 
     @property
     def empty(self) -> bool:
-        return not self.upserts and not self.deletes
+        """Nothing to store. Writes that cancelled out (register then unregister) still
+        used revisions, which the store must keep so that none is handed out twice."""
+        return not self.upserts and not self.deletes and self.revision == self.base_revision
 
 
 def _uid_of(value: object) -> Uid | None:
@@ -140,7 +143,9 @@ async def plan_batch(view: MemoryBackend, batch: Sequence[Op], now: float) -> Pl
         outcomes.append((result, None))
         own = _uid_of(op.args[0]) if op.kind in ("register", "unregister", "renew") else None
         for uid, old in before.items():
-            if scratch.raw_entry(uid) != old:
+            if scratch.raw_entry(uid) != old and not (op.kind == "renew" and uid in reasons):
+                # (a renew after another change of the uid in this batch keeps that
+                # change's reason: it must still reach the change log)
                 evicted = op.kind == "register" and uid != own
                 reasons[uid] = "evict" if evicted else REASONS[op.kind]
             touched.setdefault(uid, old)
@@ -154,7 +159,7 @@ async def plan_batch(view: MemoryBackend, batch: Sequence[Op], now: float) -> Pl
         elif new is not None and new != old:
             upserts.append((new, reasons.get(uid, "register")))
     upserts.sort(key=lambda item: item[0].revision)
-    return Plan(scratch.current_revision, upserts, deletes, outcomes)
+    return Plan(scratch.current_revision, upserts, deletes, outcomes, view.current_revision)
 
 
 def _revision_of(entry: Entry) -> int:

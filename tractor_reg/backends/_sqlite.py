@@ -223,6 +223,8 @@ class _Delta:
 
     gap: bool
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    #: The store revision (it can move without change rows: writes that cancelled out).
+    revision: int = 0
 
 
 async def _close(conn: aiosqlite.Connection) -> None:
@@ -310,6 +312,9 @@ async def _changes_since(conn: aiosqlite.Connection, seq: int) -> _Delta:
         (seq,),
     ) as cur:
         rows = [tuple(r) for r in await cur.fetchall()]
+    async with conn.execute("SELECT value FROM meta WHERE key = 'revision'") as cur:
+        meta = await cur.fetchone()
+    revision = int(meta[0]) if meta else 0
     if rows and rows[0][0] != seq + 1:
         # Rows we never saw were pruned (or a seq was skipped by a rolled back insert):
         # tell the caller whether the log still covers everything after `seq`.
@@ -317,7 +322,7 @@ async def _changes_since(conn: aiosqlite.Connection, seq: int) -> _Delta:
             first = await cur.fetchone()
         if first and first[0] is not None and int(first[0]) > seq + 1:
             return _Delta(gap=True)
-    return _Delta(gap=False, rows=rows)
+    return _Delta(gap=False, rows=rows, revision=revision)
 
 
 async def _begin_write(conn: aiosqlite.Connection, seq: int) -> _Delta:
@@ -616,7 +621,7 @@ class SQLiteBackend(ReplicatedBackend):
             except (ValueError, TypeError) as exc:
                 self.skipped_rows += 1
                 log.error("%s: skipping invalid change #%s: %s", self.path, seq, exc)
-        self._view.apply_revision(top_revision)
+        self._view.apply_revision(max(top_revision, delta.revision))
 
     # -- writes --------------------------------------------------------------------------
 
