@@ -362,11 +362,16 @@ class Cluster:
         )
 
     async def start(self, label: str, role: str, *args: str) -> Child:
+        """``python -m bench._roles ROLE ARGS...`` as a child of this run."""
+        return await self.start_argv(label, [sys.executable, "-m", "bench._roles", role, *args])
+
+    async def start_argv(self, label: str, argv: list[str]) -> Child:
+        """Any program as a child of this run (own process group, stderr to a log)."""
         log_path = self.tmp / f"{label}.stderr"
         log_file = log_path.open("w")
         try:
             proc = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "bench._roles", role, *args],
+                argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log_file,

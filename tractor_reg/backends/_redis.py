@@ -435,11 +435,17 @@ class _Conn:
         assert last_exc is not None
         raise last_exc
 
-    async def next_message(self, timeout: float) -> bool:
+    async def next_message(self, timeout: float) -> int | None:
+        """The change number of the next notification, or ``None`` after ``timeout``."""
         if self.pubsub is None:
             raise ConnectionError("not subscribed")
         msg = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
-        return msg is not None
+        if msg is None:
+            return None
+        try:
+            return int(msg.get("data", 0))
+        except (TypeError, ValueError):
+            return 0  # unknown payload: treat as "something changed"
 
     async def unsubscribe(self) -> None:
         pubsub, client = self.pubsub, self.pubsub_client
@@ -660,7 +666,9 @@ class RedisBackend(ReplicatedBackend):
                 self._healthy = True
                 backoff = 0.1
                 while True:
-                    await self._call(conn.next_message, self.options.poll_interval)
+                    notice = await self._call(conn.next_message, self.options.poll_interval)
+                    if notice is not None and 0 < notice <= self._seq:
+                        continue  # our own write (or one we replayed already)
                     await self.poll()
             except BackendClosed:
                 return
