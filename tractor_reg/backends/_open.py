@@ -10,6 +10,7 @@ parsing of host, path and query options for its scheme.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import metadata
@@ -60,6 +61,24 @@ def redact_url(url: str) -> str:
     userinfo, _, hosts = authority.rpartition("@")
     user = userinfo.partition(":")[0]
     return f"{scheme}://{user}:***@{hosts}{rest[authority_end:]}"
+
+
+def positive_option(name: str, raw: str) -> float:
+    """A URL query option that must be a finite number > 0 (seconds, usually)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BackendURLError(f"option {name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise BackendURLError(f"option {name}={raw!r} must be > 0")
+    return value
+
+
+def retention_option(name: str, raw: str) -> int:
+    """A URL query option counting retained change-log rows (an integer >= 1000)."""
+    if not raw.isdigit() or int(raw) < 1000:
+        raise BackendURLError(f"{name}={raw!r} must be an integer >= 1000")
+    return int(raw)
 
 
 def _plugin_entry_points() -> metadata.EntryPoints:

@@ -46,7 +46,7 @@ from .._exceptions import (
     TractorRegError,
 )
 from ._base import DEFAULT_CLOCK, Clock, Entry, Uid
-from ._open import redact_url
+from ._open import positive_option, redact_url, retention_option
 from ._replica import Op, Plan, ReplicatedBackend, change_for, plan_batch
 
 log = logging.getLogger("tractor_reg.backends.redis")
@@ -153,16 +153,6 @@ class RedisOptions:
         return redact_url(self.url)
 
 
-def _seconds(name: str, raw: str, url: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BackendURLError(f"option {name}={raw!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise BackendURLError(f"option {name}={raw!r} must be > 0")
-    return value
-
-
 def parse_redis_url(url: str) -> RedisOptions:
     """Parse ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS),
     ``unix:///path/redis.sock?db=N`` and ``redis+cluster://host:port[,host:port...]``.
@@ -251,11 +241,9 @@ def parse_redis_url(url: str) -> RedisOptions:
                 )
             opts["namespace"] = value
         elif key in ("poll_interval", "connect_timeout", "socket_timeout"):
-            opts[key] = _seconds(key, value, url)
+            opts[key] = positive_option(key, value)
         elif key == "change_retention":
-            if not value.isdigit() or int(value) < 1000:
-                raise BackendURLError(f"change_retention={value!r} must be an integer >= 1000")
-            opts[key] = int(value)
+            opts[key] = retention_option(key, value)
         elif key == "db" and scheme == "unix":
             if not value.isdigit():
                 raise BackendURLError(f"db={value!r} is not a number")

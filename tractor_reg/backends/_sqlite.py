@@ -45,6 +45,7 @@ from .._exceptions import (
     TractorRegError,
 )
 from ._base import DEFAULT_CLOCK, AddrTuple, Clock, Entry, Uid
+from ._open import positive_option, retention_option
 from ._replica import Op, Plan, ReplicatedBackend, change_for, plan_batch
 from ._sqlite_schema import (
     MigrationReport,
@@ -79,16 +80,6 @@ class SQLiteOptions:
     busy_timeout: float = DEFAULT_BUSY_TIMEOUT
     poll_interval: float = DEFAULT_POLL_INTERVAL
     change_retention: int = DEFAULT_CHANGE_RETENTION
-
-
-def _positive(name: str, raw: str, url: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BackendURLError(f"option {name}={raw!r} in {url!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise BackendURLError(f"option {name}={raw!r} in {url!r} must be > 0")
-    return value
 
 
 def parse_sqlite_url(url: str) -> SQLiteOptions:
@@ -134,11 +125,9 @@ def parse_sqlite_url(url: str) -> SQLiteOptions:
                 )
             opts[key] = value.lower()
         elif key in ("busy_timeout", "poll_interval"):
-            opts[key] = _positive(key, value, url)
+            opts[key] = positive_option(key, value)
         elif key == "change_retention":
-            if not value.isdigit() or int(value) < 1000:
-                raise BackendURLError(f"change_retention={value!r} must be an integer >= 1000")
-            opts[key] = int(value)
+            opts[key] = retention_option(key, value)
         else:
             raise BackendURLError(
                 f"unknown sqlite option {key!r} in {url!r}; known: synchronous, busy_timeout, "
