@@ -852,3 +852,54 @@ async def test_registrar_follows_the_other_soon_after_redis_returns(namespace: s
                     1.5,
                     *procs,
                 )
+
+
+# -- SIGKILL of a registrar in a registration storm ------------------------------------------
+
+
+async def test_sigkill_in_a_storm_loses_no_acknowledged_registration_redis(
+    namespace: str,
+) -> None:
+    """A registrar is acknowledged only once Redis has the write: killing it mid-storm
+    loses nothing that was acknowledged, and a new registrar serves every one of them."""
+    from tests.test_sqlite_registrar import (
+        STORM_COUNT,
+        STORM_KILL_AFTER,
+        StdoutLines,
+        reader,
+        storm_argv,
+        wait_ready,
+    )
+
+    server = start_standalone()
+    try:
+        backend = f"{server.url}?namespace={namespace}&connect_timeout=0.5&socket_timeout=2"
+        addr = tractor_reg.TCPAddress("127.0.0.1", free_port())
+        with spawn(registrar_argv(str(addr), extra=["--backend", backend])) as victim:
+            wait_ready(victim)
+            with spawn(storm_argv(addr)) as storm:
+                out = StdoutLines(storm)
+                out.until(
+                    lambda: len(out.acked()) >= STORM_KILL_AFTER,
+                    15,
+                    f"{STORM_KILL_AFTER} acknowledged registrations",
+                )
+                os.kill(victim.pid, signal.SIGKILL)
+                victim.wait(10)
+                if not out.to_eof(10):
+                    storm.kill_group()
+                    assert out.to_eof(10), "the storm's stdout did not close after a SIGKILL"
+                acked = out.acked()
+        with spawn(registrar_argv(str(addr), extra=["--backend", backend])) as reborn:
+            wait_ready(reborn)
+            with trio.fail_after(15):
+                async with reader(addr, "after") as peer:
+                    entries = await peer.reg("list_entries")
+        stored = {e["uuid"]: e["addrs"] for e in entries if e["name"] == "storm"}
+        lost = acked - stored.keys()
+        assert not lost, f"{len(lost)} of {len(acked)} acknowledged registrations lost"
+        for uuid in acked:
+            assert stored[uuid] == [["127.0.0.1", 20000 + int(uuid)]], (uuid, stored[uuid])
+        assert all(0 <= int(uuid) < STORM_COUNT for uuid in stored)
+    finally:
+        server.stop()
