@@ -32,7 +32,7 @@ import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import trio
 
@@ -739,6 +739,32 @@ def _is_interrupt(exc: BaseException) -> bool:
     return False
 
 
+T = TypeVar("T")
+
+
+def run_isolated(run: Callable[[Path], Awaitable[T]], what: str) -> tuple[int, T | None]:
+    """``trio.run(run, scratch_dir)``, then kill every process group it started.
+
+    Returns ``(0, value)``; ``(130, None)`` after Ctrl-C; ``(1, None)`` when the run
+    failed (the traceback is printed: the benchmark itself could not run).
+    """
+    try:
+        with scratch_dir() as tmp:
+            try:
+                return 0, trio.run(run, tmp)
+            finally:
+                _kill_leftovers()
+    except Exception as exc:  # noqa: BLE001 - reported: the benchmark could not run
+        traceback.print_exc()
+        print(f"{what} could not run: {exc}", file=sys.stderr)
+        return 1, None
+    except (KeyboardInterrupt, BaseExceptionGroup) as exc:
+        if not _is_interrupt(exc):
+            raise
+        print("interrupted; every process started was stopped", file=sys.stderr)
+        return 130, None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 whatever the ratios (PASS/FAIL is printed), 1 if it could not run."""
     args = parse_args(argv)
@@ -763,21 +789,9 @@ def main(argv: list[str] | None = None) -> int:
             progress("stopping processes")
             await cluster.stop_all()
 
-    try:
-        with scratch_dir() as tmp:
-            try:
-                rows = trio.run(run, tmp)
-            finally:
-                _kill_leftovers()
-    except BaseException as exc:
-        if _is_interrupt(exc):
-            print("interrupted; every process started was stopped", file=sys.stderr)
-            return 130
-        if not isinstance(exc, Exception):
-            raise
-        traceback.print_exc()
-        print(f"benchmark could not run: {exc}", file=sys.stderr)
-        return 1
+    code, rows = run_isolated(run, "benchmark")
+    if rows is None:
+        return code
     result = report(rows, cfg, print)
     result["elapsed_s"] = time.perf_counter() - started
     print(f"(run took {result['elapsed_s']:.1f} s)")

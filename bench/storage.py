@@ -27,7 +27,6 @@ import statistics
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +42,9 @@ from bench.discovery import (
     Child,
     Cluster,
     CpuMeter,
-    _is_interrupt,
-    _kill_leftovers,
     _pct,
     free_port,
-    scratch_dir,
+    run_isolated,
     timed,
 )
 from tractor_reg._aio import AsyncioThread
@@ -786,6 +783,9 @@ def run_storage(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
     )
 
     async def run(tmp: Path) -> dict[str, Row]:
+        # Every storm connection is one fd here (three storms' worth are open at once)
+        # and one in its registrar; a margin for sockets, database files and pipes.
+        raise_fd_limit(3 * cfg.storm + 256)
         cluster = Cluster(tmp)
         try:
             return await measure(cfg, cluster, progress)
@@ -793,24 +793,9 @@ def run_storage(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
             progress("stopping processes")
             await cluster.stop_all()
 
-    try:
-        # Every storm connection is one fd here (three storms' worth are open at once)
-        # and one in its registrar; a margin for sockets, database files and pipes.
-        raise_fd_limit(3 * cfg.storm + 256)
-        with scratch_dir() as tmp:
-            try:
-                rows = trio.run(run, tmp)
-            finally:
-                _kill_leftovers()
-    except BaseException as exc:
-        if _is_interrupt(exc):
-            print("interrupted; every process started was stopped", file=sys.stderr)
-            return 130, None
-        if not isinstance(exc, Exception):
-            raise
-        traceback.print_exc()
-        print(f"storage benchmark could not run: {exc}", file=sys.stderr)
-        return 1, None
+    code, rows = run_isolated(run, "storage benchmark")
+    if rows is None:
+        return code, None
     load = {"before": load_before, "after": machine_load()}
     result = report(rows, cfg, load, print)
     result["elapsed_s"] = time.perf_counter() - started

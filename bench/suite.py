@@ -41,7 +41,6 @@ import statistics
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,15 +58,13 @@ from bench.discovery import (
     Child,
     Cluster,
     CpuMeter,
-    _is_interrupt,
-    _kill_leftovers,
     _pct,
     connect_op,
     echo_op,
     find_op,
     lookup_op,
     open_raw,
-    scratch_dir,
+    run_isolated,
     timed_concurrent,
 )
 from bench.storage import (
@@ -1746,21 +1743,9 @@ def run_suite(args: argparse.Namespace) -> tuple[int, dict[str, Any] | None]:
             await suite.stop_everything()
             await cluster.stop_all()
 
-    try:
-        with scratch_dir() as tmp:
-            try:
-                trio.run(run, tmp)
-            finally:
-                _kill_leftovers()
-    except BaseException as exc:
-        if _is_interrupt(exc):
-            print("interrupted; every process started was stopped", file=sys.stderr)
-            return 130, None
-        if not isinstance(exc, Exception):
-            raise
-        traceback.print_exc()
-        print(f"benchmark suite could not run: {exc}", file=sys.stderr)
-        return 1, None
+    code, _ = run_isolated(run, "benchmark suite")
+    if code:
+        return code, None
     suite = suite_box[0]
     result = report(suite, print)
     result["load"] = {"before": load_before, "after": machine_load()}
