@@ -9,8 +9,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import tractor_reg
+
+T = TypeVar("T")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -176,3 +181,70 @@ def wait_gone(pid: int, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"process {pid} still alive after {timeout}s")
         time.sleep(0.02)
+
+
+def wait_ready(proc: Proc, timeout: float = 15.0) -> str:
+    """A registrar's READY line; if it died first, the failure shows why."""
+    try:
+        return proc.wait_line("READY", timeout=timeout)
+    except AssertionError as exc:
+        try:
+            proc.popen.wait(5)  # reap it, so that its whole stderr can be read
+        except subprocess.TimeoutExpired:
+            pass
+        raise AssertionError(
+            f"registrar {proc.argv[-8:]} did not come up (exit code {proc.popen.poll()}); "
+            f"stderr tail:\n{proc.stderr_tail()}"
+        ) from exc
+
+
+def parse_joiner(line: str) -> tuple[str, list[list[Any]]]:
+    """uuid and wire-form TCP addresses from a joiner's ``READY uuid addr...`` line."""
+    _, uuid, *addrs = line.split()
+    wire: list[list[Any]] = []
+    for text in addrs:
+        addr = tractor_reg.parse_address(text)
+        assert isinstance(addr, tractor_reg.TCPAddress), text
+        wire.append([addr.host, addr.port])
+    return uuid, wire
+
+
+def joiner_ready(proc: Proc) -> tuple[str, list[list[Any]]]:
+    """The joiner's uuid and its addresses (wire form) from its READY line."""
+    return parse_joiner(proc.wait_line("READY", timeout=15))
+
+
+async def await_joiner(proc: Proc) -> tuple[str, list[list[Any]]]:
+    """:func:`joiner_ready` without blocking the trio loop (an in-test root is running)."""
+    return parse_joiner(await proc.await_line("READY", timeout=15))
+
+
+def stderr_tails(procs: tuple[Proc, ...], limit: int = 1500) -> str:
+    return "".join(
+        f"\n--- {' '.join(p.argv[2:5])} (exit code {p.popen.poll()}); stderr tail:\n"
+        f"{p.stderr_tail(limit)}"
+        for p in procs
+    )
+
+
+async def eventually(
+    what: str,
+    probe: Callable[[], Awaitable[T]],
+    ok: Callable[[T], bool],
+    timeout: float,
+    *procs: Proc,
+) -> T:
+    """Poll ``probe`` until ``ok(result)``; fail after ``timeout`` naming ``what``, with
+    the last result and the stderr tail of each of ``procs``."""
+    import trio
+
+    deadline = trio.current_time() + timeout
+    while True:
+        last = await probe()
+        if ok(last):
+            return last
+        if trio.current_time() > deadline:
+            raise AssertionError(
+                f"{what}: not within {timeout}s; last seen {last!r}{stderr_tails(procs)}"
+            )
+        await trio.sleep(0.02)

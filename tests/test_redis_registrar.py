@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import threading
 import time
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable, Iterator
@@ -28,8 +26,17 @@ import trio
 
 import tractor_reg
 from tests.conftest import free_port
-from tests.procs import Proc, joiner_argv, registrar_argv
-from tests.procs import spawn as spawn_undrained
+from tests.procs import (
+    Proc,
+    await_joiner,
+    eventually,
+    joiner_argv,
+    joiner_ready,
+    registrar_argv,
+    spawn,
+    stderr_tails,
+    wait_ready,
+)
 from tests.redis_servers import REDIS_SERVER, RedisServer, start_standalone
 from tests.rpc_targets.funcs import whoami
 from tests.rpc_targets.hostile import client
@@ -85,30 +92,6 @@ def redis_server(extra: tuple[str, ...] = ()) -> Iterator[RedisServer]:
         server.stop()
 
 
-def _drain_stderr(proc: Proc) -> None:
-    """Collect the child's stderr as it comes (what :func:`tail` shows).
-
-    While Redis is down an actor logs every failed renewal with the registrar's remote
-    traceback: tens of KiB a second. Unread, that fills the pipe (64 KiB) and the child
-    blocks in a write to stderr, frozen: it would never renew nor register again.
-    """
-    assert proc.popen.stderr is not None
-    fd = proc.popen.stderr.fileno()
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except (OSError, ValueError):
-            return
-        if not chunk:
-            return
-        proc._stderr_chunks.append(chunk)
-
-
-def tail(proc: Proc, limit: int = 2000) -> str:
-    """The end of what ``proc`` wrote to stderr so far."""
-    return b"".join(proc._stderr_chunks).decode("utf-8", "replace")[-limit:]
-
-
 def sigkill(proc: Proc) -> None:
     """SIGKILL ``proc``'s group and reap it (its pipes stay open for the drainer)."""
     try:
@@ -118,38 +101,10 @@ def sigkill(proc: Proc) -> None:
     proc.popen.wait()
 
 
-@contextmanager
-def spawn(argv: list[str]) -> Iterator[Proc]:
-    """:func:`tests.procs.spawn` with stderr drained by a thread; SIGKILLed on exit."""
-    with spawn_undrained(argv) as proc:
-        drainer = threading.Thread(target=_drain_stderr, args=(proc,), daemon=True)
-        drainer.start()
-        try:
-            yield proc
-        finally:
-            sigkill(proc)
-            drainer.join(5)  # EOF once the process group is gone; then its pipes close
-
-
 def serve_argv(url: str, addr: Addr, lease_ttl: float = REGISTRAR_TTL) -> list[str]:
     return registrar_argv(
         str(addr), extra=["--backend", url, "--lease-ttl", str(lease_ttl), "--name", "reg"]
     )
-
-
-def wait_ready(proc: Proc) -> str:
-    """The registrar's READY line; if it died first, the failure shows why."""
-    try:
-        return proc.wait_line("READY", timeout=15)
-    except AssertionError as exc:
-        try:
-            proc.popen.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        raise AssertionError(
-            f"registrar {proc.argv[-8:]} did not come up (exit code {proc.popen.poll()}); "
-            f"stderr tail:\n{tail(proc)}"
-        ) from exc
 
 
 @contextmanager
@@ -165,55 +120,7 @@ def registrars(
         yield list(zip(addrs, procs, strict=True))
 
 
-def _parse_joiner(line: str) -> tuple[str, list[list[Any]]]:
-    _, uuid, *addrs = line.split()
-    wire = []
-    for text in addrs:
-        addr = tractor_reg.parse_address(text)
-        assert isinstance(addr, tractor_reg.TCPAddress), text
-        wire.append([addr.host, addr.port])
-    return uuid, wire
-
-
-def joiner_ready(proc: Proc) -> tuple[str, list[list[Any]]]:
-    """The joiner's uuid and its addresses (wire form) from its READY line."""
-    return _parse_joiner(proc.wait_line("READY", timeout=15))
-
-
-async def await_joiner(proc: Proc) -> tuple[str, list[list[Any]]]:
-    """:func:`joiner_ready` without blocking the trio loop (an in-test root is running)."""
-    return _parse_joiner(await proc.await_line("READY", timeout=15))
-
-
 # -- waiting and observing ----------------------------------------------------------------
-
-
-def _tails(procs: tuple[Proc, ...]) -> str:
-    return "".join(
-        f"\n--- {' '.join(p.argv[2:5])} (exit code {p.popen.poll()}); stderr tail:\n{tail(p, 1500)}"
-        for p in procs
-    )
-
-
-async def eventually(
-    what: str,
-    probe: Callable[[], Awaitable[T]],
-    ok: Callable[[T], bool],
-    timeout: float,
-    *procs: Proc,
-) -> T:
-    """Poll ``probe`` until ``ok(result)``; fail after ``timeout`` naming ``what``, with
-    the last result and the stderr tail of each of ``procs``."""
-    deadline = trio.current_time() + timeout
-    while True:
-        last = await probe()
-        if ok(last):
-            return last
-        if trio.current_time() > deadline:
-            raise AssertionError(
-                f"{what}: not within {timeout}s; last seen {last!r}{_tails(procs)}"
-            )
-        await trio.sleep(0.05)
 
 
 async def always(
@@ -236,7 +143,7 @@ async def always(
         if not ok(last):
             raise AssertionError(
                 f"{what}: broken {trio.current_time() - start:.2f}s into a {window}s window "
-                f"(observation {seen}); saw {last!r}{_tails(procs)}"
+                f"(observation {seen}); saw {last!r}{stderr_tails(procs)}"
             )
         await trio.sleep(0.05)
     return seen
@@ -362,7 +269,7 @@ async def test_wait_on_one_is_woken_by_a_registration_through_the_other(namespac
                             await woken.wait()
                         assert woken.is_set(), (
                             "wait_for_actor on B was not woken by a registration through A; "
-                            f"B stderr:\n{tail(proc_b)}"
+                            f"B stderr:\n{proc_b.stderr_tail()}"
                         )
                 assert got == [["late", uuid]]
 
@@ -484,7 +391,7 @@ async def test_sigkill_one_registrar_and_clients_carry_on_through_the_other(
                                 await woken.wait()
                             assert woken.is_set(), (
                                 "wait_for_actor([A, B]) was not woken by a registration made "
-                                f"after A died{_tails((proc_b, late))}"
+                                f"after A died{stderr_tails((proc_b, late))}"
                             )
                             assert got == [["late", late_uuid]]
 
@@ -525,7 +432,7 @@ async def test_sigkill_one_registrar_and_clients_carry_on_through_the_other(
                             assert by_uid[("svc", svc_uuid)] == svc_addrs
                             assert by_uid[("late", late_uuid)] == late_addrs
                     # (the nursery waited out svc's whole observation window)
-            assert proc_b.popen.poll() is None, tail(proc_b)
+            assert proc_b.popen.poll() is None, proc_b.stderr_tail()
 
 
 # -- 5. Redis outages with live registrars -----------------------------------------------
@@ -585,7 +492,8 @@ async def test_redis_outage_then_empty_restart_converges_to_the_live_actors(
                         assert trio.current_time() - started < 3
                     # ... and the registrars' logs say how they answer
                     for proc in procs:
-                        assert "answering lookups from the last coherent view" in tail(proc, 10**6)
+                        logged = proc.stderr_tail(10**6)
+                        assert "answering lookups from the last coherent view" in logged
 
                     # Redis comes back empty (no persistence): the registrars notice that it
                     # lost the registry and reload; the live actors' renewals are answered
@@ -633,7 +541,7 @@ async def test_redis_outage_then_empty_restart_converges_to_the_live_actors(
                             *procs,
                         )
             for proc in (*procs, j1, j2):
-                assert proc.popen.poll() is None, tail(proc)
+                assert proc.popen.poll() is None, proc.stderr_tail()
     print(f"[both registrars converged {healed:.2f}s after Redis restarted empty]")
 
 
@@ -758,7 +666,7 @@ async def test_registrars_survive_an_outage_longer_than_the_leases(namespace: st
                             j1,
                         )
             for proc in (*procs, j1):
-                assert proc.popen.poll() is None, tail(proc)
+                assert proc.popen.poll() is None, proc.stderr_tail()
 
 
 async def _answers(*regs: Addr) -> list[Any]:
@@ -813,7 +721,7 @@ async def test_first_write_after_redis_restarts_is_stored(namespace: str) -> Non
                 await _outage(server, a, b, procs=procs)
                 # Redis is back, with its data: a write through either registrar is stored
                 # (a caller cannot tell a stale pooled connection from an outage)
-                assert [await refused(reg) for reg in (a, b)] == [None, None], _tails(procs)
+                assert [await refused(reg) for reg in (a, b)] == [None, None], stderr_tails(procs)
 
 
 async def test_registrar_follows_the_other_soon_after_redis_returns(namespace: str) -> None:

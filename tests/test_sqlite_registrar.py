@@ -12,9 +12,8 @@ import operator
 import os
 import signal
 import sqlite3
-import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
@@ -25,7 +24,17 @@ import trio
 
 import tractor_reg
 from tests.conftest import free_port
-from tests.procs import Proc, joiner_argv, python, registrar_argv, spawn
+from tests.procs import (
+    Proc,
+    await_joiner,
+    eventually,
+    joiner_argv,
+    joiner_ready,
+    python,
+    registrar_argv,
+    spawn,
+    wait_ready,
+)
 from tests.rpc_targets.funcs import whoami
 from tests.rpc_targets.hostile import RawPeer, client
 
@@ -51,21 +60,6 @@ def serve_argv(db: Path, addr: tractor_reg.TCPAddress, **options: str) -> list[s
     return registrar_argv(str(addr), extra=["--backend", sqlite_url(db, **options)])
 
 
-def wait_ready(proc: Proc) -> str:
-    """The registrar's READY line; if it died first, the failure shows why."""
-    try:
-        return proc.wait_line("READY", timeout=15)
-    except AssertionError as exc:
-        try:
-            proc.popen.wait(5)  # reap it, so that its whole stderr can be read
-        except subprocess.TimeoutExpired:
-            pass
-        raise AssertionError(
-            f"registrar {proc.argv[-3:]} did not come up (exit code {proc.popen.poll()}); "
-            f"stderr tail:\n{proc.stderr_tail()}"
-        ) from exc
-
-
 @contextmanager
 def registrar(db: Path, addr: tractor_reg.TCPAddress, **options: str) -> Iterator[Proc]:
     """A registrar process serving ``addr`` over ``db``, up (READY) when yielded."""
@@ -86,26 +80,6 @@ def two_registrars(
         yield a, b, proc_a, proc_b
 
 
-def joiner_ready(proc: Proc) -> tuple[str, list[list[Any]]]:
-    """The joiner's uuid and its addresses (wire form) from its READY line."""
-    return _parse_joiner(proc.wait_line("READY", timeout=15))
-
-
-async def await_joiner(proc: Proc) -> tuple[str, list[list[Any]]]:
-    """:func:`joiner_ready` without blocking the trio loop (an in-test root is running)."""
-    return _parse_joiner(await proc.await_line("READY", timeout=15))
-
-
-def _parse_joiner(line: str) -> tuple[str, list[list[Any]]]:
-    _, uuid, *addrs = line.split()
-    wire = []
-    for text in addrs:
-        addr = tractor_reg.parse_address(text)
-        assert isinstance(addr, tractor_reg.TCPAddress), text
-        wire.append([addr.host, addr.port])
-    return uuid, wire
-
-
 def integrity(db: Path) -> str:
     conn = sqlite3.connect(db)
     try:
@@ -121,32 +95,6 @@ def query(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in conn.execute(sql, params)]
     finally:
         conn.close()
-
-
-async def eventually(
-    what: str,
-    probe: Callable[[], Awaitable[T]],
-    ok: Callable[[T], bool],
-    timeout: float,
-    *procs: Proc,
-) -> T:
-    """Poll ``probe`` until ``ok(result)``; fail after ``timeout`` naming ``what``.
-
-    The failure shows the last result and the stderr tail of any of ``procs`` that died.
-    """
-    deadline = trio.current_time() + timeout
-    while True:
-        last = await probe()
-        if ok(last):
-            return last
-        if trio.current_time() > deadline:
-            dead = "".join(
-                f"\n--- {p.argv[2:5]} exited {p.popen.returncode}; stderr tail:\n{p.stderr_tail()}"
-                for p in procs
-                if p.popen.poll() is not None
-            )
-            raise AssertionError(f"{what}: not within {timeout}s; last seen {last!r}{dead}")
-        await trio.sleep(0.02)
 
 
 def names_in(table: dict[str, Any]) -> set[str]:
