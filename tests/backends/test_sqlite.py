@@ -1028,6 +1028,40 @@ async def test_concurrent_writers_all_get_store_busy(tmp_path: Path, clock: Fake
         assert await backend.count() == 1
 
 
+# -- cold start: a store bigger than one page of the snapshot ----------------------------------
+
+
+async def test_a_store_of_many_pages_reloads_whole_and_in_order(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Reopening reads the table page by page: every entry comes back, and per name the
+    newest registration still wins even when its older sibling sits pages earlier."""
+    path = tmp_path / "registry.db"
+    total = 10_000
+    async with sqlite_backend(path, clock) as backend:
+        first = await backend.register(("twice", "old"), [addr(0)], TTL)
+
+        async def fill(start: int) -> None:
+            for i in range(start, min(total, start + 500)):
+                await backend.register((f"n{i}", f"u{i}"), [("127.0.0.2", 1024 + i)], TTL)
+
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
+                for start in range(0, total, 500):
+                    nursery.start_soon(fill, start)
+        newest = await backend.register(("twice", "new"), [addr(1)], TTL)
+        expected = await backend.entries()
+        revision = await backend.revision()
+    async with sqlite_backend(path, clock) as backend:
+        assert backend.skipped_rows == 0
+        assert await backend.count() == total + 2
+        assert await backend.entries() == expected
+        assert await backend.revision() == revision
+        assert await backend.lookup("twice") == newest
+        assert await backend.lookup_all("twice") == [newest, first]
+        assert await backend.owner_of(("127.0.0.2", 1024 + 4321)) is not None
+
+
 # -- bad input: rows edited by hand -------------------------------------------------------------
 
 
@@ -1038,6 +1072,11 @@ GARBAGE = [
     ("addrs", '[["127.0.0.1"]]'),
     ("addrs", '[["127.0.0.1", true]]'),
     ("addrs", "[[5, 5]]"),
+    ("addrs", '[["127.0.0.1", 70000]]'),
+    ("addrs", '[["127.0.0.1", -1]]'),
+    ("addrs", '[["/tmp", "a/b.sock"]]'),
+    ("addrs", '[["/tmp", ""]]'),
+    ("expires_at", "1e999"),
     ("expires_at", "soon"),
     ("registered_at", "yesterday"),
     ("revision", "seven"),

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterable, Sequence
 from typing import NoReturn, Self
 from urllib.parse import urlsplit
 
@@ -76,11 +77,12 @@ def _check_addr(addr: object) -> AddrTuple:
     if isinstance(second, int):
         if not 0 <= second <= _MAX_PORT:
             _invalid(f"TCP port must be in 0..{_MAX_PORT}, got {second!r} in {addr!r}")
-        return (first, int(second))
+        # Hosts and socket directories repeat across entries: one string object each.
+        return (sys.intern(str(first)), int(second))
     if isinstance(second, str):
         if not second:
             _invalid(f"UDS filename must be a non-empty str in {addr!r}")
-        return (first, second)
+        return (sys.intern(str(first)), second)
     _invalid(f"address element 1 must be an int port or a str filename, got {second!r}")
 
 
@@ -121,8 +123,9 @@ def _check_name(name: object) -> str:
 class MemoryBackend:
     """:class:`~tractor_reg.backends.RegistryBackend` kept in process memory.
 
-    Indexes: ``_entries`` (uid -> entry) and, per name, ``_by_name`` (uuid -> None) are
-    both kept in revision order (a re-registered uid is moved to the end), so "most
+    Indexes: ``_entries`` (uid -> entry) and, per name, ``_by_name`` (its uuid, or
+    uuid -> None when it has several) are both kept in revision order (a
+    re-registered uid is moved to the end), so "most
     recent" is the last live item and lookups never scan other names. ``_owner`` maps
     each address to its uid. ``_expiry`` is a lazy min-heap of ``(expires_at, uid)``
     so purging and "is anything expired?" checks cost O(log n) per expired entry.
@@ -136,7 +139,9 @@ class MemoryBackend:
         self._closed = False
         self._revision = 0
         self._entries: dict[Uid, Entry] = {}
-        self._by_name: dict[str, dict[str, None]] = {}
+        # A name with one uuid (the common case) maps to that uuid itself: a dict per
+        # name would cost ~200 bytes an entry at 100,000 entries.
+        self._by_name: dict[str, str | dict[str, None]] = {}
         self._owner: dict[AddrTuple, Uid] = {}
         self._expiry: list[tuple[float, Uid]] = []
         self._changed = trio.Event()
@@ -245,8 +250,9 @@ class MemoryBackend:
             self._log_floor = self._log[cut - 1].revision
             del self._log[:cut]
 
-    def _push_expiry(self, entry: Entry) -> None:
-        heapq.heappush(self._expiry, (entry.expires_at, entry.uid))
+    def _push_expiry(self, entry: Entry, key: Uid) -> None:
+        # ``key`` is the tuple the indexes already hold: sharing it saves a tuple an entry.
+        heapq.heappush(self._expiry, (entry.expires_at, key))
         # renew() leaves stale heap items behind; rebuild before they dominate memory.
         if len(self._expiry) > 2 * len(self._entries) + 64:
             self._expiry = [(e.expires_at, uid) for uid, e in self._entries.items()]
@@ -267,12 +273,39 @@ class MemoryBackend:
         top = self._heap_top_current()
         return top is not None and not now < top[0]
 
+    def _name_newest(self, key: Uid) -> None:
+        """Make ``key`` the newest uuid of its name."""
+        name, uuid = key
+        uuids = self._by_name.get(name)
+        if uuids is None or uuids == uuid:
+            self._by_name[name] = uuid
+        elif isinstance(uuids, str):
+            self._by_name[name] = {uuids: None, uuid: None}
+        else:
+            uuids.pop(uuid, None)
+            uuids[uuid] = None
+
+    def _name_drop(self, key: Uid) -> None:
+        name, uuid = key
+        uuids = self._by_name[name]
+        if isinstance(uuids, str):
+            del self._by_name[name]
+            return
+        del uuids[uuid]
+        if len(uuids) == 1:
+            self._by_name[name] = next(iter(uuids))
+
+    def _newest_first(self, name: str) -> Iterable[str]:
+        uuids = self._by_name.get(name)
+        if uuids is None:
+            return ()
+        if isinstance(uuids, str):
+            return (uuids,)
+        return reversed(uuids)
+
     def _remove(self, uid: Uid) -> Entry:
         entry = self._entries.pop(uid)
-        names = self._by_name[uid[0]]
-        del names[uid[1]]
-        if not names:
-            del self._by_name[uid[0]]
+        self._name_drop(uid)
         for addr in entry.addrs:
             if self._owner.get(addr) == uid:
                 del self._owner[addr]
@@ -330,12 +363,10 @@ class MemoryBackend:
         else:
             self._entries.pop(key, None)
             self._entries[key] = entry
-            names = self._by_name.setdefault(key[0], {})
-            names.pop(key[1], None)
-            names[key[1]] = None
+            self._name_newest(key)
         for addr in entry.addrs:
             self._owner[addr] = key
-        self._push_expiry(entry)
+        self._push_expiry(entry, key)
         if change is not None:
             self._record(change[0], entry, change[1])
 
@@ -433,17 +464,15 @@ class MemoryBackend:
             revision=self._revision,
             registered_at=registered_at,
             expires_at=expires_at,
-            registrar=registrar,
+            registrar=sys.intern(str(registrar)),
         )
         # pop + insert moves the uid to the end of both orderings (newest revision last)
         self._entries.pop(key, None)
         self._entries[key] = entry
-        names = self._by_name.setdefault(key[0], {})
-        names.pop(key[1], None)
-        names[key[1]] = None
+        self._name_newest(key)
         for addr in new_addrs:
             self._owner[addr] = key
-        self._push_expiry(entry)
+        self._push_expiry(entry, key)
         # The revision was taken above (the entry carries it): stamp the changes with it.
         self._revision -= 1
         self._pending.append(("registered", entry))
@@ -475,7 +504,7 @@ class MemoryBackend:
             return None
         entry = msgspec.structs.replace(entry, expires_at=expires_at)
         self._entries[key] = entry
-        self._push_expiry(entry)
+        self._push_expiry(entry, key)
         return entry
 
     async def delete_addr(self, addr: AddrTuple) -> Uid | None:
@@ -527,7 +556,7 @@ class MemoryBackend:
         await self._enter_read()
         name = _check_name(name)
         now = self._clock()
-        for uuid in reversed(self._by_name.get(name, {})):
+        for uuid in self._newest_first(name):
             entry = self._entries[(name, uuid)]
             if self._live(entry, now):
                 return entry
@@ -538,7 +567,7 @@ class MemoryBackend:
         await self._enter_read()
         name = _check_name(name)
         now = self._clock()
-        found = (self._entries[(name, uuid)] for uuid in reversed(self._by_name.get(name, {})))
+        found = (self._entries[(name, uuid)] for uuid in self._newest_first(name))
         return [e for e in found if self._live(e, now)]
 
     async def entries(self) -> list[Entry]:

@@ -61,6 +61,12 @@ DEFAULT_CHANGE_RETENTION = 100_000
 _MAX_CONFLICT_RETRIES = 100
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 _SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+#: Stores of at least this many entries are loaded page by page: one HGETALL reply of
+#: 100,000 entries (a bytes object per field and value, then copies) took more memory
+#: than the view it fed. Below it the single atomic reply is cheaper.
+_PAGED_LOAD_FROM = 5_000
+#: Hash fields asked for per HSCAN call, and change rows per XRANGE call, of a paged load.
+_LOAD_PAGE = 1_000
 
 # KEYS: entries, rev, seq, changes
 # ARGV: expected_seq, new_rev, maxlen, channel, n_upserts, [field, json]*, n_deletes,
@@ -113,7 +119,9 @@ local rows = redis.call('XRANGE', KEYS[2], '(' .. ARGV[1], '+', 'COUNT', ARGV[2]
 return {seq, rows, rev}
 """
 
-# KEYS: entries, rev, seq, changes
+# KEYS: entries, rev, seq, changes ; ARGV: whole_below
+# The head (rev, seq, last change id) and, unless the hash has whole_below entries or
+# more (0: no limit), the whole hash; else its length, for a paged load.
 _SNAPSHOT = """
 local rev = tonumber(redis.call('GET', KEYS[2]) or '0')
 if rev == nil then return redis.error_reply('tractor_reg: ' .. KEYS[2] .. ' is not a number') end
@@ -122,6 +130,11 @@ if seq == nil then return redis.error_reply('tractor_reg: ' .. KEYS[3] .. ' is n
 local top = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
 local last = '0-0'
 if top[1] then last = top[1][1] end
+local below = tonumber(ARGV[1]) or 0
+if below > 0 then
+  local n = redis.call('HLEN', KEYS[1])
+  if n >= below then return {rev, seq, last, n} end
+end
 return {rev, seq, last, redis.call('HGETALL', KEYS[1])}
 """
 
@@ -403,6 +416,14 @@ class _Conn:
             # Script cache flushed (restart, failover, SCRIPT FLUSH): load it again.
             self.shas[name] = await self.client.script_load(source)
             return await self.client.evalsha(self.shas[name], len(keys), *keys, *args)
+
+    async def hscan(self, key: str, cursor: int, count: int) -> tuple[int, dict[bytes, bytes]]:
+        # One key: the cluster client routes it to the node owning the namespace's slot.
+        next_cursor, page = await self.client.hscan(key, cursor=cursor, count=count)
+        return int(next_cursor), page
+
+    async def xrange(self, key: str, low: str, high: str, count: int) -> list[Any]:
+        return list(await self.client.xrange(key, min=low, max=high, count=count))
 
     async def subscribe(self, channel: str) -> None:
         await self.unsubscribe()
@@ -742,26 +763,138 @@ class RedisBackend(ReplicatedBackend):
         self._view.apply_revision(top_revision)
 
     async def _reload(self) -> None:
+        """Replace the view with what Redis stores, without showing readers a half-load."""
         keys = [self.keys["entries"], self.keys["rev"], self.keys["seq"], self.keys["changes"]]
-        reply = await self._script("snapshot", _SNAPSHOT, keys, [])
+        reply = await self._script("snapshot", _SNAPSHOT, keys, [_PAGED_LOAD_FROM])
+        if not isinstance(reply[3], list):
+            if await self._load_paged(int(reply[0]), int(reply[1]), _text(reply[2])):
+                return
+            # The stream no longer reaches back to where the scan started: the atomic
+            # reply is the one way left that cannot be outrun by writers.
+            log.info(
+                "namespace %r changed faster than it could be loaded in pages; "
+                "loading it in one reply",
+                self.options.namespace,
+            )
+            reply = await self._script("snapshot", _SNAPSHOT, keys, [0])
         revision, seq, last_id, flat = int(reply[0]), int(reply[1]), _text(reply[2]), reply[3]
-        self._view.reset()
         entries: list[Entry] = []
         for i in range(0, len(flat), 2):
-            try:
-                entry = _decode_entry(flat[i + 1])
-                if _field(entry.uid) != flat[i]:
-                    raise ValueError("hash field does not match the entry's uid")
+            entry = self._decode_stored(flat[i], flat[i + 1])
+            if entry is not None:
                 entries.append(entry)
-            except (ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-                self.skipped_rows += 1
-                log.error(
-                    "namespace %r: skipping invalid entry %r: %s",
-                    self.options.namespace,
-                    flat[i][:200],
-                    exc,
-                )
-        for entry in sorted(entries, key=lambda e: e.revision):
+        del flat, reply
+        self._install(entries, revision, seq, last_id)
+
+    async def _load_paged(self, revision: int, seq: int, last_id: str) -> bool:
+        """Load the hash with HSCAN, then replay the changes committed meanwhile.
+
+        A scan is no snapshot: each field is read as it is when the cursor passes it. The
+        rows written after the head (``revision``/``seq``/``last_id``) are all in the
+        change stream, so replaying the stream from the head over the scanned rows ends at
+        the store's state. Entries registered after the head are left to that replay,
+        which applies them in revision order; the scan order would not. Returns False
+        (nothing touched) when the stream was trimmed past the head meanwhile.
+        """
+        conn = self._require_conn()
+        key = self.keys["entries"]
+        entries: list[Entry] = []
+        newer: dict[bytes, Entry] = {}
+        bad: set[bytes] = set()  # HSCAN may return a field twice: count a bad one once
+        cursor = 0
+        while True:
+            cursor, page = await self._call(conn.hscan, key, cursor, _LOAD_PAGE)
+            for field_, raw in page.items():
+                entry = self._decode_stored(field_, raw, bad)
+                if entry is None:
+                    continue
+                if entry.revision > revision:
+                    newer[field_] = entry
+                else:
+                    entries.append(entry)
+            del page  # decoded: let the raw page go before the next one arrives
+            if cursor == 0:
+                break
+        keys = [key, self.keys["rev"], self.keys["seq"], self.keys["changes"]]
+        tail = await self._script("snapshot", _SNAPSHOT, keys, [1])
+        end_revision, end_seq, end_id = int(tail[0]), int(tail[1]), _text(tail[2])
+        rows = await self._changes_between(seq, last_id, end_seq, end_id)
+        if rows is None:
+            return False
+        for _, raw_fields in rows:
+            newer.pop(_fields(raw_fields).get(b"f", b""), None)
+        # Newer entries no change covers mean keys edited beside the scripts: keep them,
+        # as the one-reply load would.
+        entries.extend(newer.values())
+        del newer
+        self._install(entries, revision, seq, last_id)
+        self._apply_rows(rows)
+        self._seq, self._last_id = end_seq, end_id
+        self._view.apply_revision(end_revision)
+        log.debug(
+            "namespace %r: loaded in pages; replayed %d changes committed during the load",
+            self.options.namespace,
+            len(rows),
+        )
+        return True
+
+    async def _changes_between(
+        self, seq: int, after_id: str, end_seq: int, end_id: str
+    ) -> list[Any] | None:
+        """The change rows after ``after_id`` up to ``end_id`` (changes ``seq + 1`` to
+        ``end_seq``), or None if the stream no longer holds every one of them."""
+        if end_seq == seq:
+            return [] if end_id == after_id else None
+        if end_seq < seq:
+            return None  # Redis lost data during the load
+        conn = self._require_conn()
+        rows: list[Any] = []
+        expect = seq + 1
+        while expect <= end_seq:
+            page = await self._call(
+                conn.xrange, self.keys["changes"], "(" + after_id, end_id, _LOAD_PAGE
+            )
+            if not page:
+                return None
+            try:
+                first = int(_fields(page[0][1])[b"q"])
+            except (KeyError, ValueError):
+                return None
+            if first != expect:
+                return None  # trimmed past the rows we still needed
+            rows.extend(page)
+            after_id = _text(page[-1][0])
+            expect = first + len(page)
+        return rows if after_id == end_id and expect == end_seq + 1 else None
+
+    def _decode_stored(
+        self, field_: bytes, raw: bytes, bad: set[bytes] | None = None
+    ) -> Entry | None:
+        """The entry a hash field holds, or None (counted and logged) if it is invalid."""
+        try:
+            entry = _decode_entry(raw)
+            if _field(entry.uid) != field_:
+                raise ValueError("hash field does not match the entry's uid")
+            return entry
+        except (ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            if bad is not None:
+                if field_ in bad:
+                    return None
+                bad.add(field_)
+            self.skipped_rows += 1
+            log.error(
+                "namespace %r: skipping invalid entry %r: %s",
+                self.options.namespace,
+                field_[:200],
+                exc,
+            )
+            return None
+
+    def _install(self, entries: list[Entry], revision: int, seq: int, last_id: str) -> None:
+        """Make ``entries`` (the store at change ``seq``) the view, in one step."""
+        entries.sort(key=_revision_of)  # the view orders each name's entries by revision
+        self._view.reset()
+        for entry in entries:
             self._view.apply_upsert(entry)
         self._seq, self._last_id = seq, last_id
         self._view.apply_revision(revision)
@@ -831,6 +964,10 @@ class RedisBackend(ReplicatedBackend):
         for (field_, json_), (_, reason) in zip(encoded, plan.upserts, strict=True):
             args.extend([b"upsert", field_, json_, reason])
         return args
+
+
+def _revision_of(entry: Entry) -> int:
+    return entry.revision
 
 
 def _fields(raw: Any) -> dict[bytes, bytes]:
