@@ -619,6 +619,40 @@ async def test_latest_registered_is_decided_by_the_store_revision(
         await assert_consistent(a, b)
 
 
+AWKWARD = [
+    "it's",
+    "'); DROP TABLE entries; --",
+    "nul\x00inside",
+    "snow \u2603 \U0001f600",
+    'back\\slash "quoted"',
+]
+
+
+async def test_awkward_names_survive_the_write_and_a_reopen(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Writes travel as one SQL script: no text can escape its literal or be altered."""
+    path = tmp_path / "registry.db"
+    async with sqlite_backend(path, clock) as backend:
+        written = [
+            await backend.register(
+                (name, f"{name}-uuid"), [(f"/tmp/{name}", f"{i}.sock")], TTL, registrar=name
+            )
+            for i, name in enumerate(AWKWARD)
+        ]
+        written.append(await backend.register(("plain", "p1"), [addr(1)], TTL))
+        await backend.unregister((AWKWARD[0], f"{AWKWARD[0]}-uuid"))
+        expected = written[1:]
+        assert await backend.entries() == expected
+    async with sqlite_backend(path, clock) as backend:
+        assert await backend.entries() == expected
+        for entry in expected:
+            assert await backend.lookup(entry.name) == entry
+    assert sorted(r[0] for r in query(path, "SELECT name FROM entries")) == sorted(
+        e.name for e in expected
+    )
+
+
 async def test_concurrent_writes_from_two_backends_end_consistent(tmp_path: Path) -> None:
     path = tmp_path / "registry.db"
     pool = 50  # far fewer addresses than writers: evictions across backends

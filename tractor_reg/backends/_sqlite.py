@@ -457,6 +457,121 @@ async def _write_commit(conn: aiosqlite.Connection, write: _Write) -> int:
     return last_seq
 
 
+_GUARD_TABLE = "temp.tractor_reg_guard"
+
+
+def _sql_literal(value: object) -> str:
+    """``value`` as an SQL literal. Text goes as a hex blob cast to TEXT, so no string
+    (quotes, NULs, anything) can end the literal early."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, str):
+        return "CAST(X'" + value.encode().hex() + "' AS TEXT)"
+    if isinstance(value, bool):
+        raise TypeError(f"no SQL literal for {value!r}")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)  # the shortest text that reads back as the same double
+    raise TypeError(f"no SQL literal for {value!r}")
+
+
+def _rows_sql(rows: Sequence[Sequence[object]]) -> str:
+    return ",".join("(" + ",".join(map(_sql_literal, row)) + ")" for row in rows)
+
+
+def _write_script(seq: int, revision: int, write: _Write) -> tuple[str, int]:
+    """One SQL script that commits ``write`` only if the store is still at (``revision``,
+    change ``seq``); and the last change seq it writes.
+
+    The guard row violates its CHECK when another process committed since: the script
+    stops there, inside its transaction, with an IntegrityError.
+    """
+    addrs_text = [_addrs_json(e) for e, _ in write.upserts]
+    log_rows: list[tuple[object, ...]] = [
+        (write.revision, "delete", uid[0], uid[1], None, None, None, None, None, reason)
+        for uid, reason in write.deletes
+    ] + [
+        (
+            write.revision,
+            "upsert",
+            e.name,
+            e.uuid,
+            text,
+            e.revision,
+            e.registered_at,
+            e.expires_at,
+            e.registrar,
+            reason,
+        )
+        for (e, reason), text in zip(write.upserts, addrs_text, strict=True)
+    ]
+    # Explicit seqs: the change rows are numbered right after the last one we know.
+    numbered = [(seq + i, *row, write.now) for i, row in enumerate(log_rows, 1)]
+    parts = [
+        f"CREATE TEMP TABLE IF NOT EXISTS {_GUARD_TABLE.split('.')[1]} "
+        "(current INTEGER NOT NULL CHECK (current))",
+        "BEGIN IMMEDIATE",
+        f"INSERT INTO {_GUARD_TABLE} (current) SELECT "
+        f"(SELECT COALESCE(MAX(seq), 0) FROM main.changes) = {int(seq)} AND "
+        f"(SELECT value FROM main.meta WHERE key = 'revision') = {int(revision)}",
+        f"DELETE FROM {_GUARD_TABLE}",
+    ]
+    if write.deletes:
+        parts += [
+            f"DELETE FROM entries WHERE name = {_sql_literal(uid[0])} "
+            f"AND uuid = {_sql_literal(uid[1])}"
+            for uid, _ in write.deletes
+        ]
+    if write.upserts:
+        parts.append(
+            f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES "
+            + _rows_sql(
+                [
+                    (e.name, e.uuid, text, e.revision, e.registered_at, e.expires_at, e.registrar)
+                    for (e, _), text in zip(write.upserts, addrs_text, strict=True)
+                ]
+            )
+            + " ON CONFLICT (name, uuid) DO UPDATE SET addrs = excluded.addrs, "
+            "revision = excluded.revision, registered_at = excluded.registered_at, "
+            "expires_at = excluded.expires_at, registrar = excluded.registrar"
+        )
+    if numbered:
+        parts.append(
+            "INSERT INTO changes (seq, store_revision, kind, name, uuid, addrs, revision, "
+            "registered_at, expires_at, registrar, reason, committed_at) VALUES "
+            + _rows_sql(numbered)
+        )
+    parts.append(f"UPDATE meta SET value = {int(write.revision)} WHERE key = 'revision'")
+    if write.prune_below is not None:
+        parts.append(f"DELETE FROM changes WHERE seq < {int(write.prune_below)}")
+    parts.append("COMMIT")
+    return ";\n".join(parts) + ";", seq + len(numbered)
+
+
+async def _commit_if_current(
+    conn: aiosqlite.Connection, seq: int, revision: int, write: _Write
+) -> int | None:
+    """Commit ``write`` if the store is still at (``revision``, change ``seq``), the state
+    it was planned against, and return the new last change seq; else change nothing and
+    return ``None``.
+
+    With one registrar on the file this is every write: one trip across the bridge and
+    one to aiosqlite's thread, where statement by statement would take six.
+    """
+    script, last_seq = _write_script(seq, revision, write)
+    done = False
+    try:
+        await conn.executescript(script)
+        done = True
+    except sqlite3.IntegrityError:
+        return None  # the store moved on (or a hand-edited row clashes): take the slow path
+    finally:
+        if not done:  # release the write lock
+            await _rollback(conn)
+    return last_seq
+
+
 async def _commit_empty(conn: aiosqlite.Connection) -> None:
     await conn.execute("COMMIT")
 
@@ -671,34 +786,59 @@ class SQLiteBackend(ReplicatedBackend):
                 if self._closed or self._conn is None:
                     raise BackendClosed("sqlite backend is closed")
                 conn = self._conn
-                try:
-                    delta = await self._bridge.run(_begin_write, conn, self._seq)
-                except TractorRegError:
-                    raise
-                except Exception as exc:
-                    raise translate(exc, self.path) from exc
-                try:
-                    # Under the write lock: replay others' commits, so the plan is exact.
-                    await self._apply_delta(delta)
-                    plan = await plan_batch(self._view, batch, self._clock())
-                    if plan.empty:
-                        await self._bridge.run(_commit_empty, conn)
-                    else:
-                        self._seq = await self._bridge.run(
-                            _write_commit, conn, self._write_for(plan)
-                        )
-                except TractorRegError:
-                    await self._bridge.run(_rollback, conn)
-                    raise
-                except Exception as exc:
-                    await self._bridge.run(_rollback, conn)
-                    raise translate(exc, self.path) from exc
+                # Optimistic first: plan against the view and commit in one bridge trip if
+                # no other process wrote since the view was synced. An empty plan (a
+                # no-op, or an answer like "not registered") takes the locked path, so it
+                # is never decided on a stale view.
+                plan = await plan_batch(self._view, batch, self._clock())
                 if not plan.empty:
-                    self._apply_plan(plan)
-                self._deliver(batch, plan)
+                    try:
+                        seq = await self._bridge.run(
+                            _commit_if_current,
+                            conn,
+                            self._seq,
+                            self._view.current_revision,
+                            self._write_for(plan),
+                        )
+                    except TractorRegError:
+                        raise
+                    except Exception as exc:
+                        raise translate(exc, self.path) from exc
+                    if seq is not None:
+                        self._seq = seq
+                        self._apply_plan(plan)
+                        self._deliver(batch, plan)
+                        return
+                await self._commit_locked(conn, batch)
         except TractorRegError as exc:
             for op in batch:
                 op.error = exc
+
+    async def _commit_locked(self, conn: aiosqlite.Connection, batch: list[Op]) -> None:
+        """Take the write lock, replay others' commits, then plan and commit."""
+        try:
+            delta = await self._bridge.run(_begin_write, conn, self._seq)
+        except TractorRegError:
+            raise
+        except Exception as exc:
+            raise translate(exc, self.path) from exc
+        try:
+            # Under the write lock: replay others' commits, so the plan is exact.
+            await self._apply_delta(delta)
+            plan = await plan_batch(self._view, batch, self._clock())
+            if plan.empty:
+                await self._bridge.run(_commit_empty, conn)
+            else:
+                self._seq = await self._bridge.run(_write_commit, conn, self._write_for(plan))
+        except TractorRegError:
+            await self._bridge.run(_rollback, conn)
+            raise
+        except Exception as exc:
+            await self._bridge.run(_rollback, conn)
+            raise translate(exc, self.path) from exc
+        if not plan.empty:
+            self._apply_plan(plan)
+        self._deliver(batch, plan)
 
     def _write_for(self, plan: Plan) -> _Write:
         self._commits += 1
