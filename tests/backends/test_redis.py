@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -1082,3 +1083,240 @@ async def test_no_thread_left_behind_cluster(redis_cluster: RedisCluster) -> Non
     async with opened_backend(url_of(redis_cluster.url, namespace=new_ns())) as backend:
         await backend.register(("a", "1"), [("127.0.0.1", 9001)], TTL)
     assert set(threading.enumerate()) == before
+
+
+# -- 10. large stores ------------------------------------------------------------------------------
+
+#: Entries of a "large" store: past the size from which a backend loads the hash in pages.
+LARGE = 6_000
+PAGED_LOG = re.compile(r"loaded in pages; replayed (\d+) changes")
+ONE_REPLY_LOG = "loading it in one reply"
+
+
+def test_large_is_paged() -> None:
+    from tractor_reg.backends._redis import _PAGED_LOAD_FROM
+
+    assert LARGE >= _PAGED_LOAD_FROM
+
+
+def large_uid(i: int) -> tuple[str, str]:
+    """Four uuids per name, so per-name order matters."""
+    return (f"n{i // 4:05d}", f"u{i % 4}")
+
+
+def large_addrs(i: int) -> list[tuple[str, int | str]]:
+    # Two addresses each, so that losing one to an eviction leaves an "updated" entry.
+    return [(f"127.0.{i // 60_000}.1", 1024 + i % 60_000), ("/tmp/tr-large", f"{i}.sock")]
+
+
+async def fill(backend: RegistryBackend, n: int, tasks: int = 40) -> None:
+    """Register entries ``0..n-1`` from concurrent tasks (group commit batches them)."""
+
+    async def run(start: int) -> None:
+        for i in range(start, n, tasks):
+            await backend.register(large_uid(i), large_addrs(i), TTL)
+
+    async with trio.open_nursery() as nursery:
+        for start in range(tasks):
+            nursery.start_soon(run, start)
+
+
+async def assert_same_view(reader: RegistryBackend, writer: RegistryBackend) -> None:
+    """``reader`` answers every read exactly as ``writer`` does."""
+    expected = await writer.entries()
+    assert await reader.revision() == await writer.revision()
+    assert await reader.count() == await writer.count() == len(expected)
+    got = await reader.entries()
+    assert len(got) == len(expected)
+    assert got == expected  # the same entries, in the same revision order
+    for name in sorted({e.name for e in expected}):
+        newest_first = await reader.lookup_all(name)
+        assert newest_first == await writer.lookup_all(name), name
+        revisions = [e.revision for e in newest_first]
+        assert revisions == sorted(revisions, reverse=True), name
+        assert await reader.lookup(name) == await writer.lookup(name), name
+    for entry in expected:
+        for addr in entry.addrs:
+            assert await reader.owner_of(addr) == entry, addr
+
+
+def paged_loads(caplog: pytest.LogCaptureFixture) -> list[int]:
+    """For each paged load logged so far, how many changes it replayed."""
+    found = [PAGED_LOG.search(r.getMessage()) for r in caplog.records if r.name == LOGGER]
+    return [int(m.group(1)) for m in found if m]
+
+
+async def test_large_store_loads_in_pages_in_revision_order(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = server_url(redis_server, new_ns())
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    async with opened_backend(url) as writer:
+        with trio.fail_after(60):
+            await fill(writer, LARGE)
+            # Reshuffle: the oldest uuid of every third name becomes its newest, every
+            # fifth name's u1 loses an address (an update keeps its revision and place),
+            # every seventh name's u2 is unregistered.
+            for i in range(0, LARGE, 12):
+                await writer.register(large_uid(i), large_addrs(i), TTL)
+            for i in range(1, LARGE, 20):
+                await writer.register(("thief", f"t{i}"), [large_addrs(i)[0]], TTL)
+            for i in range(2, LARGE, 28):
+                assert await writer.unregister(large_uid(i)) is not None
+        assert not paged_loads(caplog)
+        reader = redis_backend(url)
+        try:
+            with trio.fail_after(30):
+                await reader.open()
+                assert paged_loads(caplog) == [0]
+                await assert_same_view(reader, writer)
+                # Spot checks that do not lean on the writer's view.
+                assert (await reader.lookup("n00000")) == await reader.get(("n00000", "u0"))
+                first = await reader.lookup_all("n00000")
+                assert first[0].uuid == "u0"
+                assert sorted(e.uuid for e in first) == ["u0", "u1", "u3"]
+                updated = await reader.get(large_uid(1))
+                assert updated is not None and updated.addrs == (tuple(large_addrs(1)[1]),)
+                assert await reader.get(large_uid(2)) is None
+                assert reader.skipped_rows == 0
+        finally:
+            await reader.aclose()
+
+
+async def churn(backend: RegistryBackend, stop: trio.Event, seed: int) -> None:
+    """Keep changing a ``fill``-ed store until ``stop``: re-registrations (an old uid
+    becomes its name's newest), new uids of existing names, evictions, unregistrations."""
+    rng = random.Random(seed)
+    writes = 0
+    while not stop.is_set():
+        i = rng.randrange(LARGE)
+        kind = writes % 4
+        if kind == 0:
+            await backend.register(large_uid(i), large_addrs(i), TTL)
+        elif kind == 1:
+            fresh = LARGE + seed * 100_000 + writes
+            await backend.register((large_uid(i)[0], f"s{fresh}"), large_addrs(fresh), TTL)
+        elif kind == 2:
+            stolen = large_addrs(i)[rng.randrange(2)]
+            await backend.register(("thief", f"t{seed}-{writes}"), [stolen], TTL)
+        else:
+            await backend.unregister(large_uid(i))
+        writes += 1
+
+
+async def test_writes_during_a_paged_load_are_not_lost(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = server_url(redis_server, new_ns())
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    async with opened_backend(url) as writer:
+        with trio.fail_after(60):
+            await fill(writer, LARGE)
+        # Which writes land inside a load, and which of them the scan sees, is up to the
+        # scheduler: several loads under several writing tasks, each load checked.
+        for attempt in range(5):
+            reader = redis_backend(url)
+            stop = trio.Event()
+            try:
+                with trio.fail_after(60):
+                    async with trio.open_nursery() as nursery:
+                        for task in range(4):
+                            nursery.start_soon(churn, writer, stop, attempt * 10 + task)
+                        await trio.testing.wait_all_tasks_blocked()
+                        await reader.open()
+                        stop.set()
+                    await reader.poll()
+                    await assert_same_view(reader, writer)
+            finally:
+                await reader.aclose()
+    replayed = paged_loads(caplog)
+    assert len(replayed) == 5
+    assert sum(replayed) > 0, "no write ever landed inside a paged load"
+
+
+async def test_large_store_skips_invalid_entries_and_loads_the_rest(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    ns = new_ns()
+    url = server_url(redis_server, ns)
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    async with opened_backend(url) as writer:
+        with trio.fail_after(60):
+            await fill(writer, LARGE)
+        entries_key = redis_backend(url).keys["entries"]
+        with client_for(redis_server.port) as client:
+            client.hset(entries_key, '["bad","1"]', b"{not json at all")
+            client.hset(entries_key, '["evil","1"]', _entry_json("other", "2", 31000))
+            client.hset(entries_key, '["empty","1"]', _entry_json("empty", "1", 0, addrs=[]))
+            client.hset(entries_key, '["typed","1"]', _entry_json("typed", "1", 0, revision="x"))
+            client.hset(entries_key, "not-a-uid", _entry_json("x", "1", 31001))
+        reader = redis_backend(url)
+        try:
+            with trio.fail_after(30):
+                await reader.open()
+                assert paged_loads(caplog) == [0]
+                assert reader.skipped_rows == 5
+                errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+                assert len(errors) == 5, caplog.text
+                assert all(ns in r.getMessage() for r in errors), caplog.text
+                await assert_same_view(reader, writer)
+                for name in ("bad", "evil", "other", "empty", "typed", "x"):
+                    assert await reader.lookup(name) is None
+        finally:
+            await reader.aclose()
+
+
+@pytest.mark.redis_cluster
+async def test_cluster_large_store_loads_in_pages(
+    redis_cluster: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = url_of(redis_cluster.url, namespace=new_ns())
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    async with opened_backend(url) as writer:
+        with trio.fail_after(90):
+            await fill(writer, LARGE)
+        reader = redis_backend(url)
+        try:
+            with trio.fail_after(60):
+                async with trio.open_nursery() as nursery:
+                    stop = trio.Event()
+                    for task in range(2):
+                        nursery.start_soon(churn, writer, stop, task)
+                    await trio.testing.wait_all_tasks_blocked()
+                    await reader.open()
+                    stop.set()
+                assert len(paged_loads(caplog)) == 1
+                await reader.poll()
+                await assert_same_view(reader, writer)
+        finally:
+            await reader.aclose()
+
+
+async def test_paged_load_outrun_by_writers_falls_back_to_one_reply(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The smallest change stream, and writes in batches of hundreds of rows: a load
+    # that has to replay them finds the stream trimmed past where its scan began.
+    url = server_url(redis_server, new_ns(), change_retention=1000)
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    async with opened_backend(url) as writer:
+        with trio.fail_after(60):
+            await fill(writer, LARGE)
+        for attempt in range(10):
+            reader = redis_backend(url)
+            stop = trio.Event()
+            try:
+                with trio.fail_after(60):
+                    async with trio.open_nursery() as nursery:
+                        for task in range(600):
+                            nursery.start_soon(churn, writer, stop, attempt * 1000 + task)
+                        await trio.testing.wait_all_tasks_blocked()
+                        await reader.open()
+                        stop.set()
+                    await reader.poll()
+                    await assert_same_view(reader, writer)
+            finally:
+                await reader.aclose()
+            if ONE_REPLY_LOG in caplog.text:
+                break
+    assert ONE_REPLY_LOG in caplog.text, "no load was ever outrun by the writers"

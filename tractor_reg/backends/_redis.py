@@ -14,6 +14,10 @@ Design (same shape as the SQLite backend):
   reloaded on ``NOSCRIPT``.
 * **Every key of a namespace shares one hash tag** (``tractor_reg:{NAMESPACE}:v1:...``),
   so the scripts work on Redis Cluster, and several deployments can share one Redis.
+* **Loading.** A small store is read in one atomic script reply. A large one (thousands
+  of entries) is read page by page with ``HSCAN``, then the changes committed during the
+  scan are replayed from the change stream, so the raw reply never has to fit in memory
+  beside the view; if the stream was trimmed meanwhile, the one-reply load is used.
 * **Change notifications.** Each registrar subscribes to the namespace's channel and
   replays the change stream when told (and every ``poll_interval`` as a safety net).
   After a lost subscription it replays everything it may have missed before trusting
@@ -792,12 +796,14 @@ class RedisBackend(ReplicatedBackend):
     async def _load_paged(self, revision: int, seq: int, last_id: str) -> bool:
         """Load the hash with HSCAN, then replay the changes committed meanwhile.
 
-        A scan is no snapshot: each field is read as it is when the cursor passes it. The
-        rows written after the head (``revision``/``seq``/``last_id``) are all in the
-        change stream, so replaying the stream from the head over the scanned rows ends at
-        the store's state. Entries registered after the head are left to that replay,
-        which applies them in revision order; the scan order would not. Returns False
-        (nothing touched) when the stream was trimmed past the head meanwhile.
+        A scan is no snapshot: each field is read as it is when the cursor passes it. But
+        every write after the head (``revision``/``seq``/``last_id``) is also a row of
+        the change stream, so replaying the stream from the head up to a second head read
+        after the scan ends at the store's state then. Entries registered after the head
+        are left to that replay, which moves each to its name's newest place in revision
+        order; loaded with the scan they would keep their place when replayed and end up
+        older than a registration the scan missed. Returns False (view untouched) when
+        the stream was trimmed past the head meanwhile.
         """
         conn = self._require_conn()
         key = self.keys["entries"]
@@ -894,7 +900,7 @@ class RedisBackend(ReplicatedBackend):
             return None
 
     def _install(self, entries: list[Entry], revision: int, seq: int, last_id: str) -> None:
-        """Make ``entries`` (the store at change ``seq``) the view, in one step."""
+        """Make ``entries`` the view in one step (no await: readers never see half)."""
         entries.sort(key=_revision_of)  # the view orders each name's entries by revision
         self._view.reset()
         for entry in entries:
