@@ -281,7 +281,14 @@ async def _setup(conn: aiosqlite.Connection, path: str, opts: SQLiteOptions) -> 
     if not row or str(row[0]).lower() != "wal":
         raise StoreUnavailable(f"{path}: could not switch to WAL mode (got {row!r})")
     await conn.execute(f"PRAGMA synchronous = {opts.synchronous.upper()}")
-    return await apply_migrations(conn, path)
+    report = await apply_migrations(conn, path)
+    # The guard of one-script writes (_write_script). A TEMP table lives in this
+    # connection's own temporary database: the file, other processes and tools never see it.
+    await conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {_GUARD_TABLE.split('.')[1]} "
+        "(current INTEGER NOT NULL CHECK (current))"
+    )
+    return report
 
 
 async def _snapshot_open(conn: aiosqlite.Connection) -> _Snapshot:
@@ -509,8 +516,6 @@ def _write_script(seq: int, revision: int, write: _Write) -> tuple[str, int]:
     # Explicit seqs: the change rows are numbered right after the last one we know.
     numbered = [(seq + i, *row, write.now) for i, row in enumerate(log_rows, 1)]
     parts = [
-        f"CREATE TEMP TABLE IF NOT EXISTS {_GUARD_TABLE.split('.')[1]} "
-        "(current INTEGER NOT NULL CHECK (current))",
         "BEGIN IMMEDIATE",
         f"INSERT INTO {_GUARD_TABLE} (current) SELECT "
         f"(SELECT COALESCE(MAX(seq), 0) FROM main.changes) = {int(seq)} AND "
