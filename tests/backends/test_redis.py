@@ -843,6 +843,48 @@ async def test_garbage_change_is_skipped_by_followers(
             await follower.aclose()
 
 
+@pytest.mark.parametrize("where", ["first", "second"])
+async def test_a_change_with_a_garbage_number_is_skipped_not_fatal(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    """A change row whose number (q) was edited into garbage neither breaks polling nor
+    loses the writes around it."""
+    ns = new_ns()
+    url = server_url(redis_server, ns)
+    async with opened_backend(url) as writer:
+        follower = open_backend(url)
+        try:
+            with trio.fail_after(15):
+                await follower.open()
+                assert isinstance(follower, RedisBackend)
+                first = await writer.register(("a", "1"), [("127.0.0.1", 32100)], TTL)
+                await follower.poll()
+                keys = follower.keys
+                caplog.set_level(logging.INFO, logger=LOGGER)
+                with client_for(redis_server.port) as client:
+                    seq = int(client.get(keys["seq"]) or 0)
+                    garbage = {"q": "zz", "r": "1", "k": "upsert", "f": "[[", "e": "{", "w": "x"}
+                    if where == "first":
+                        client.xadd(keys["changes"], garbage)
+                        client.set(keys["seq"], seq + 1)
+                if where == "second":
+                    second = await writer.register(("b", "1"), [("127.0.0.1", 32101)], TTL)
+                    with client_for(redis_server.port) as client:
+                        seq = int(client.get(keys["seq"]) or 0)
+                        client.xadd(keys["changes"], garbage)
+                        client.set(keys["seq"], seq + 1)
+                await follower.poll()  # must not raise
+                expected = [first] if where == "first" else [first, second]
+                assert await follower.entries() == expected
+                # Later valid changes still arrive, and the views agree.
+                third = await writer.register(("c", "1"), [("127.0.0.1", 32102)], TTL)
+                await follower.poll()
+                assert await follower.entries() == [*expected, third]
+                assert await follower.entries() == await writer.entries()
+        finally:
+            await follower.aclose()
+
+
 @pytest.mark.parametrize("key", ["rev", "seq"])
 async def test_garbage_counter_key_is_a_clear_error(redis_server: RedisServer, key: str) -> None:
     ns = new_ns()

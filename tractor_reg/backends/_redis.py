@@ -506,10 +506,12 @@ def _translate(exc: BaseException, opts: RedisOptions) -> Exception:
 # -- trio side ----------------------------------------------------------------------------
 
 
-@dataclass
-class _Since:
-    seq: int
-    rows: list[Any]
+def _change_number(fields: dict[bytes, bytes]) -> int | None:
+    """A change row's number (``q``), or ``None`` when it is missing or not a number."""
+    try:
+        return int(fields[b"q"])
+    except (KeyError, ValueError):
+        return None
 
 
 class RedisBackend(ReplicatedBackend):
@@ -737,7 +739,7 @@ class RedisBackend(ReplicatedBackend):
                     return
                 self._view.apply_revision(store_revision)
                 return
-            first_q = int(_fields(rows[0][1]).get(b"q", b"0"))
+            first_q = _change_number(_fields(rows[0][1]))
             if first_q != self._seq + 1:
                 log.info("fell behind the change stream; reloading the registry view")
                 await self._reload()
@@ -753,7 +755,14 @@ class RedisBackend(ReplicatedBackend):
         for stream_id, raw_fields in rows:
             fields = _fields(raw_fields)
             self._last_id = _text(stream_id)
-            self._seq = int(fields.get(b"q", self._seq))
+            q = _change_number(fields)
+            if q is None:
+                # Edited by hand: its place in the sequence is the next one.
+                self._seq += 1
+                self.skipped_rows += 1
+                log.error("skipping invalid change %s: no change number", self._last_id)
+                continue
+            self._seq = q
             try:
                 revision = int(fields[b"r"])
                 top_revision = max(top_revision, revision)
