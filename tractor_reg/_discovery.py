@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Literal, overload
 
 import trio
 
@@ -123,14 +123,58 @@ async def _report_stale(actor: Actor, reg: Address, addr: Address) -> None:
         log.debug("reporting %s to %s failed: %s", addr, reg, exc)
 
 
-@asynccontextmanager
-async def find_actor(
+# The overloads give type checkers what the block yields for the usual calls:
+# ``Portal | None``, ``Portal`` with ``raise_on_none=True``, ``list[Portal]`` with
+# ``only_first=False``.
+@overload
+def find_actor(
+    name: str,
+    registry_addrs: Sequence[AddressLike] | None = None,
+    enable_transports: Sequence[str] | None = ("tcp",),
+    only_first: Literal[True] = True,
+    raise_on_none: Literal[False] = False,
+) -> AbstractAsyncContextManager[Portal | None]: ...
+
+
+@overload
+def find_actor(
+    name: str,
+    registry_addrs: Sequence[AddressLike] | None = None,
+    enable_transports: Sequence[str] | None = ("tcp",),
+    only_first: Literal[True] = True,
+    *,
+    raise_on_none: Literal[True],
+) -> AbstractAsyncContextManager[Portal]: ...
+
+
+@overload
+def find_actor(
+    name: str,
+    registry_addrs: Sequence[AddressLike] | None = None,
+    enable_transports: Sequence[str] | None = ("tcp",),
+    *,
+    only_first: Literal[False],
+    raise_on_none: bool = False,
+) -> AbstractAsyncContextManager[list[Portal]]: ...
+
+
+@overload
+def find_actor(
     name: str,
     registry_addrs: Sequence[AddressLike] | None = None,
     enable_transports: Sequence[str] | None = ("tcp",),
     only_first: bool = True,
     raise_on_none: bool = False,
-) -> AsyncIterator[Portal | list[Portal] | None]:
+) -> AbstractAsyncContextManager[Portal | list[Portal] | None]: ...
+
+
+def find_actor(
+    name: str,
+    registry_addrs: Sequence[AddressLike] | None = None,
+    enable_transports: Sequence[str] | None = ("tcp",),
+    only_first: bool = True,
+    raise_on_none: bool = False,
+) -> AbstractAsyncContextManager[Portal | list[Portal] | None]:
     """Find actor(s) by name and yield connected portal(s).
 
     With ``only_first=True`` (default) yields a portal to the most recently registered
@@ -140,6 +184,17 @@ async def find_actor(
     address kinds are dialled (``None``: any). Connections opened here are closed when
     the block exits.
     """
+    return _find_actor(name, registry_addrs, enable_transports, only_first, raise_on_none)
+
+
+@asynccontextmanager
+async def _find_actor(
+    name: str,
+    registry_addrs: Sequence[AddressLike] | None,
+    enable_transports: Sequence[str] | None,
+    only_first: bool,
+    raise_on_none: bool,
+) -> AsyncIterator[Portal | list[Portal] | None]:
     actor = current_actor()
     owned: list[Channel] = []
     found: list[Channel] = []
