@@ -145,6 +145,28 @@ async def test_restarted_registrar_answers_before_any_renewal(tmp_path: Path) ->
                             assert await found_svc.run(whoami) == ["svc", uuid]
 
 
+async def test_a_watch_resumes_across_a_registrar_restart(tmp_path: Path) -> None:
+    """The reborn registrar serves the change history kept in the file: a watcher
+    resuming from before the crash gets what it missed instead of ChangesExpired."""
+    db = tmp_path / "reg.db"
+    addr = new_addr()
+    with registrar(db, addr) as first:
+        with spawn(joiner_argv("svc", str(addr), ttl=60, renew=50)) as svc:
+            uuid, svc_addrs = joiner_ready(svc)
+            first.kill_group()  # SIGKILL
+            with registrar(db, addr) as reborn:
+                with trio.fail_after(15):
+                    async with tractor_reg.open_registry_client([addr]):
+                        async for change in tractor_reg.watch("svc", since=0):
+                            assert (change.kind, change.uuid) == ("registered", uuid), (
+                                reborn.stderr_tail()
+                            )
+                            assert [tractor_reg.wrap_address(a) for a in change.addrs] == [
+                                tractor_reg.wrap_address(a) for a in svc_addrs
+                            ]
+                            break
+
+
 async def test_actor_that_died_while_registrar_was_down_expires(tmp_path: Path) -> None:
     db = tmp_path / "reg.db"
     addr = new_addr()

@@ -410,6 +410,16 @@ class MemoryBackend:
         self._log.clear()
         self._log_floor = max(self._log_floor, revision)
 
+    def load_history(self, changes: Sequence[Change], floor: int) -> None:
+        """Adopt ``changes`` (oldest first) as the change log, complete for every revision
+        after ``floor`` up to the current one: what a store retained before this view
+        loaded it, so watchers can resume across a restart."""
+        self._log = list(changes[-self._log_retention :])
+        if len(self._log) < len(changes):
+            # Trimmed to the retention: complete only after the newest dropped revision.
+            floor = max(floor, changes[-len(self._log) - 1].revision)
+        self._log_floor = floor
+
     def reset(self) -> None:
         """Drop every entry (before a full reload); the revision is kept, the change log
         restarts there (watchers further back must resync)."""

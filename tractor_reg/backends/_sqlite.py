@@ -45,9 +45,9 @@ from .._exceptions import (
     StoreUnavailable,
     TractorRegError,
 )
-from ._base import DEFAULT_CLOCK, AddrTuple, Clock, Entry, Uid
+from ._base import DEFAULT_CLOCK, AddrTuple, Change, Clock, Entry, Uid
 from ._open import positive_option, retention_option
-from ._replica import Op, Plan, ReplicatedBackend, change_for, plan_batch
+from ._replica import Op, Plan, ReplicatedBackend, change_for, change_kind, plan_batch
 from ._sqlite_schema import (
     MigrationReport,
     apply_migrations,
@@ -205,6 +205,8 @@ def _finite(value: object, label: str) -> float:
 # -- asyncio side (runs in the bridge thread) --------------------------------------------
 
 
+#: Change rows loaded as the view's history when the table is (re)loaded.
+_HISTORY_ROWS = 10_000
 #: Rows per page of a snapshot: a cold start holds one page of raw rows at a time.
 _SNAPSHOT_PAGE = 4096
 
@@ -345,6 +347,65 @@ async def _head(conn: aiosqlite.Connection) -> tuple[int, int]:
     return int(row[0] or 0), int(row[1] or 0)
 
 
+async def _history_rows(conn: aiosqlite.Connection, upto_seq: int, limit: int) -> list[Any]:
+    """The newest ``limit`` change rows up to ``upto_seq``, oldest first."""
+    rows = await conn.execute_fetchall(
+        "SELECT seq, store_revision, kind, name, uuid, addrs, reason FROM changes "
+        "WHERE seq <= ? ORDER BY seq DESC LIMIT ?",
+        (upto_seq, limit),
+    )
+    return [tuple(r) for r in reversed(list(rows))]
+
+
+def _history(rows: Sequence[Sequence[Any]], revision: int) -> tuple[list[Change], int]:
+    """Watcher-visible changes from stored change rows (oldest first, the newest at most
+    at ``revision``, the snapshot's), and the revision after which they are complete.
+
+    The oldest revision read may have lost rows to pruning or to the row limit, so the
+    history is complete only after it, unless the rows start at the very first change.
+    An unreadable row restarts the history after it. A deletion row carries the
+    addresses the uid had; one written by an older version has none and is given those
+    of the uid's last upsert in ``rows`` (what a live follower reports), or none when
+    that upsert is older than ``rows``.
+    """
+    changes: list[Change] = []
+    last_addrs: dict[Uid, tuple[AddrTuple, ...]] = {}
+    floor: int | None = None
+    for seq, store_revision, kind, name, uuid, addrs, reason in rows:
+        if type(store_revision) is not int:
+            changes.clear()
+            floor = None
+            continue
+        try:
+            if not isinstance(name, str) or not isinstance(uuid, str):
+                raise ValueError(f"bad uid in change #{seq}")
+            uid = (name, uuid)
+            if kind == "upsert":
+                row_addrs = _decode_addrs(addrs)
+                last_addrs[uid] = row_addrs
+            elif kind == "delete":
+                # Rows written since this column is filled for deletions carry the
+                # addresses; older ones get those of the uid's last upsert read.
+                known = last_addrs.pop(uid, ())
+                row_addrs = known if addrs is None else _decode_addrs(addrs)
+            else:
+                raise ValueError(f"bad kind in change #{seq}")
+        except ValueError:
+            changes.clear()
+            floor = store_revision
+            continue
+        if floor is None:
+            floor = 0 if seq == 1 else store_revision
+        what = change_kind(kind, reason if isinstance(reason, str) else "")
+        if what is not None and store_revision > floor:
+            changes.append(
+                Change(kind=what, revision=store_revision, name=name, uuid=uuid, addrs=row_addrs)
+            )
+    if floor is None or floor > revision:
+        return [], revision
+    return changes, floor
+
+
 async def _changes_since(conn: aiosqlite.Connection, seq: int) -> _Delta:
     # Every statement is a round trip to aiosqlite's thread: look at the head first,
     # since usually (always, with one registrar on the file) nothing new was committed.
@@ -396,6 +457,15 @@ class _Write:
     deletes: list[tuple[Uid, str]]
     now: float
     prune_below: int | None
+    #: Per delete, the addresses the uid had (JSON), kept in its change row for history.
+    deleted_addrs: list[str | None] = field(default_factory=list)
+
+    def delete_rows(self) -> list[tuple[Any, ...]]:
+        addrs = self.deleted_addrs or [None] * len(self.deletes)
+        return [
+            (self.revision, "delete", uid[0], uid[1], text, None, None, None, None, reason)
+            for (uid, reason), text in zip(self.deletes, addrs, strict=True)
+        ]
 
 
 async def _write_commit(conn: aiosqlite.Connection, write: _Write) -> int:
@@ -419,10 +489,7 @@ async def _write_commit(conn: aiosqlite.Connection, write: _Write) -> int:
                     for (e, _), text in zip(write.upserts, addrs_text, strict=True)
                 ],
             )
-        log_rows: list[tuple[Any, ...]] = [
-            (write.revision, "delete", uid[0], uid[1], None, None, None, None, None, reason)
-            for uid, reason in write.deletes
-        ] + [
+        log_rows: list[tuple[Any, ...]] = write.delete_rows() + [
             (
                 write.revision,
                 "upsert",
@@ -495,10 +562,7 @@ def _write_script(seq: int, revision: int, write: _Write) -> tuple[str, int]:
     stops there, inside its transaction, with an IntegrityError.
     """
     addrs_text = [_addrs_json(e) for e, _ in write.upserts]
-    log_rows: list[tuple[object, ...]] = [
-        (write.revision, "delete", uid[0], uid[1], None, None, None, None, None, reason)
-        for uid, reason in write.deletes
-    ] + [
+    log_rows: list[tuple[object, ...]] = write.delete_rows() + [
         (
             write.revision,
             "upsert",
@@ -761,6 +825,10 @@ class SQLiteBackend(ReplicatedBackend):
         self._seq = snap.seq
         self._view.apply_revision(snap.revision)
         self._view.start_history(snap.revision)
+        # Watchers resume across a restart: the retained change rows are the history.
+        rows = await self._bridge.run(_history_rows, conn, snap.seq, _HISTORY_ROWS)
+        changes, floor = _history(rows, snap.revision)
+        self._view.load_history(changes, floor)
 
     async def _apply_delta(self, delta: _Delta) -> None:
         if delta.gap:
@@ -850,12 +918,15 @@ class SQLiteBackend(ReplicatedBackend):
         prune = None
         if self._commits % 256 == 0 and self._seq > self.options.change_retention:
             prune = self._seq - self.options.change_retention
+        # The view still holds the rows the plan deletes (it is applied after the commit).
+        deleted = [self._view.raw_entry(uid) for uid, _ in plan.deletes]
         return _Write(
             revision=plan.revision,
             upserts=plan.upserts,
             deletes=plan.deletes,
             now=time.time(),
             prune_below=prune,
+            deleted_addrs=[None if e is None else _addrs_json(e) for e in deleted],
         )
 
 
