@@ -46,6 +46,7 @@ from tests.redis_servers import (
 from tractor_reg import (
     BackendError,
     BackendURLError,
+    ChangesExpired,
     SchemaError,
     StoreUnavailable,
     TractorRegError,
@@ -1362,3 +1363,87 @@ async def test_paged_load_outrun_by_writers_falls_back_to_one_reply(
             if ONE_REPLY_LOG in caplog.text:
                 break
     assert ONE_REPLY_LOG in caplog.text, "no load was ever outrun by the writers"
+
+
+# -- change history across a restart ------------------------------------------------------------
+
+
+async def _churn(backend: RegistryBackend, base: int) -> None:
+    """Registrations, a re-registration, an eviction, a lost address, a renewal (no
+    change) and an unregistration."""
+
+    def at(i: int) -> tuple[str, int]:
+        return ("127.0.0.1", base + i)
+
+    await backend.register(("svc", "a"), [at(1), at(2)], TTL)
+    await backend.register(("svc", "b"), [at(3)], TTL)
+    await backend.register(("svc", "a"), [at(1), at(2)], TTL)
+    await backend.register(("other", "c"), [at(3)], TTL)  # evicts b (its only address)
+    await backend.delete_addr(at(2))  # a loses an address: updated
+    await backend.renew(("svc", "a"), TTL)
+    await backend.unregister(("other", "c"))
+
+
+async def test_a_reloaded_namespace_keeps_the_change_history(redis_server: RedisServer) -> None:
+    """A registrar restarted on a namespace serves the changes its predecessor did, from
+    revision 0, with the addresses of unregistered actors."""
+    url = server_url(redis_server, new_ns())
+    with trio.fail_after(20):
+        async with opened_backend(url) as first:
+            await _churn(first, 33000)
+            live = await first.changes_since(0)
+            revision = await first.revision()
+        assert {c.kind for c in live} == {"registered", "updated", "unregistered"}
+        assert all(c.addrs for c in live)
+        async with opened_backend(url) as second:
+            assert await second.changes_since(0) == live
+            middle = live[len(live) // 2].revision
+            assert await second.changes_since(middle) == [c for c in live if c.revision > middle]
+            entry = await second.register(("later", "l"), [("127.0.0.1", 33100)], TTL)
+            assert (await second.changes_since(revision))[-1].revision == entry.revision
+
+
+async def test_history_after_trimming_starts_where_the_stream_does(
+    redis_server: RedisServer,
+) -> None:
+    url = server_url(redis_server, new_ns(), change_retention=1000)
+    with trio.fail_after(60):
+        async with opened_backend(url) as first:
+            for i in range(1600):
+                await first.register(("bulk", f"u{i % 50}"), [("127.0.0.1", 34000 + i)], TTL)
+            revision = await first.revision()
+            live = await first.changes_since(revision - 40)
+        async with opened_backend(url) as second:
+            with pytest.raises(ChangesExpired):
+                await second.changes_since(0)
+            assert await second.changes_since(revision - 40) == live
+            assert await second.revision() == revision
+
+
+async def test_a_garbage_stream_row_restarts_the_history_after_it(
+    redis_server: RedisServer,
+) -> None:
+    ns = new_ns()
+    url = server_url(redis_server, ns)
+    with trio.fail_after(20):
+        async with opened_backend(url) as first:
+            await _churn(first, 35000)
+            assert isinstance(first, RedisBackend)
+            keys = first.keys
+            live = await first.changes_since(0)
+            entries = await first.entries()
+        broken = live[2].revision
+        with client_for(redis_server.port) as client:
+            rows = client.xrange(keys["changes"])
+            victim = next(rid for rid, fields in rows if int(fields[b"r"]) == broken)
+            # Rewrite the stream with the same ids (XADD cannot insert before the top).
+            client.delete(keys["changes"])
+            for rid, fields in rows:
+                if rid == victim:
+                    fields = {**fields, b"e": b"{not json"}
+                client.xadd(keys["changes"], fields, id=rid)
+        async with opened_backend(url) as second:
+            with pytest.raises(ChangesExpired):
+                await second.changes_since(broken - 1)
+            assert await second.changes_since(broken) == [c for c in live if c.revision > broken]
+            assert await second.entries() == entries  # the table itself is unaffected

@@ -50,9 +50,18 @@ from .._exceptions import (
     StoreUnavailable,
     TractorRegError,
 )
-from ._base import DEFAULT_CLOCK, Clock, Entry, Uid
+from ._base import DEFAULT_CLOCK, AddrTuple, Change, Clock, Entry, Uid
 from ._open import positive_option, redact_url, retention_option
-from ._replica import Op, Plan, ReplicatedBackend, change_for, plan_batch
+from ._replica import (
+    HistoryRow,
+    Op,
+    Plan,
+    ReplicatedBackend,
+    Unreadable,
+    build_history,
+    change_for,
+    plan_batch,
+)
 
 log = logging.getLogger("tractor_reg.backends.redis")
 
@@ -72,6 +81,8 @@ _SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 _PAGED_LOAD_FROM = 5_000
 #: Hash fields asked for per HSCAN call, and change rows per XRANGE call, of a paged load.
 _LOAD_PAGE = 2_000
+#: Change rows read back as the view's history when the namespace is (re)loaded.
+_HISTORY_ROWS = 10_000
 
 # KEYS: entries, rev, seq, changes
 # ARGV: expected_seq, new_rev, maxlen, channel, n_upserts, [field, json]*, n_deletes,
@@ -432,6 +443,9 @@ class _Conn:
     async def xrange(self, key: str, low: str, high: str, count: int) -> list[Any]:
         return list(await self.client.xrange(key, min=low, max=high, count=count))
 
+    async def xrevrange(self, key: str, high: str, low: str, count: int) -> list[Any]:
+        return list(await self.client.xrevrange(key, max=high, min=low, count=count))
+
     async def subscribe(self, channel: str) -> None:
         await self.unsubscribe()
         last_exc: Exception | None = None
@@ -504,6 +518,34 @@ def _translate(exc: BaseException, opts: RedisOptions) -> Exception:
 
 
 # -- trio side ----------------------------------------------------------------------------
+
+
+def _history_row(raw_fields: Any) -> HistoryRow | Unreadable:
+    """A change-stream row as a :class:`HistoryRow` (or the revision of a bad one)."""
+    fields = _fields(raw_fields)
+    try:
+        revision = int(fields[b"r"])
+    except (KeyError, ValueError):
+        return None
+    try:
+        seq = _change_number(fields)
+        if seq is None:
+            raise ValueError("no change number")
+        uid = _uid_decoder.decode(fields[b"f"])
+        kind = fields[b"k"]
+        addrs: tuple[AddrTuple, ...] | None
+        if kind == b"upsert":
+            addrs = _decode_entry(fields[b"e"]).addrs
+        elif kind == b"delete":
+            # Deletion rows keep the entry since this release; older ones have none.
+            old = fields.get(b"e", b"")
+            addrs = _decode_entry(old).addrs if old else None
+        else:
+            raise ValueError(f"bad kind {kind!r}")
+        reason = _text(fields.get(b"w", b""))
+    except (KeyError, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        return revision
+    return HistoryRow(seq, revision, kind.decode(), uid, addrs, reason)
 
 
 def _change_number(fields: dict[bytes, bytes]) -> int | None:
@@ -800,7 +842,8 @@ class RedisBackend(ReplicatedBackend):
             if entry is not None:
                 entries.append(entry)
         del flat, reply
-        self._install(entries, revision, seq, last_id)
+        history = await self._history_upto(last_id, revision)
+        self._install(entries, revision, seq, last_id, history)
 
     async def _load_paged(self, revision: int, seq: int, last_id: str) -> bool:
         """Load the hash with HSCAN, then replay the changes committed meanwhile.
@@ -845,7 +888,8 @@ class RedisBackend(ReplicatedBackend):
         # as the one-reply load would.
         entries.extend(newer.values())
         del newer
-        self._install(entries, revision, seq, last_id)
+        history = await self._history_upto(last_id, revision)
+        self._install(entries, revision, seq, last_id, history)
         self._apply_rows(rows)
         self._seq, self._last_id = end_seq, end_id
         self._view.apply_revision(end_revision)
@@ -908,7 +952,14 @@ class RedisBackend(ReplicatedBackend):
             )
             return None
 
-    def _install(self, entries: list[Entry], revision: int, seq: int, last_id: str) -> None:
+    def _install(
+        self,
+        entries: list[Entry],
+        revision: int,
+        seq: int,
+        last_id: str,
+        history: tuple[list[Change], int],
+    ) -> None:
         """Make ``entries`` the view in one step (no await: readers never see half)."""
         entries.sort(key=_revision_of)  # the view orders each name's entries by revision
         self._view.reset()
@@ -917,7 +968,20 @@ class RedisBackend(ReplicatedBackend):
         self._seq, self._last_id = seq, last_id
         self._view.apply_revision(revision)
         self._view.start_history(max(revision, self._view.current_revision))
+        changes, floor = history
+        if revision >= self._view.current_revision:
+            # Watchers resume across a restart: the stream's newest rows are the history.
+            self._view.load_history(changes, floor)
         self._synced_at = time.time()
+
+    async def _history_upto(self, last_id: str, revision: int) -> tuple[list[Change], int]:
+        """The change history kept in the stream up to ``last_id`` (the loaded head)."""
+        if last_id in ("", "0-0"):
+            return [], revision
+        conn = self._require_conn()
+        rows = await self._call(conn.xrevrange, self.keys["changes"], last_id, "-", _HISTORY_ROWS)
+        rows.reverse()
+        return build_history([_history_row(fields) for _, fields in rows], revision)
 
     # -- writes --------------------------------------------------------------------------
 
@@ -978,7 +1042,11 @@ class RedisBackend(ReplicatedBackend):
         args.extend(_field(uid) for uid, _ in plan.deletes)
         args.append(len(plan.deletes) + len(plan.upserts))
         for uid, reason in plan.deletes:
-            args.extend([b"delete", _field(uid), b"", reason])
+            # The entry as it was (the plan is applied to the view after the commit):
+            # history read back from the stream reports its addresses.
+            gone = self._view.raw_entry(uid)
+            old = b"" if gone is None else _entry_encoder.encode(gone)
+            args.extend([b"delete", _field(uid), old, reason])
         for (field_, json_), (_, reason) in zip(encoded, plan.upserts, strict=True):
             args.extend([b"upsert", field_, json_, reason])
         return args

@@ -12,7 +12,7 @@ run there, and the difference is what the store must write.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,64 @@ def change_kind(row: str, reason: str) -> str | None:
 def change_for(row: str, reason: str, revision: int) -> tuple[str, int] | None:
     kind = change_kind(row, reason)
     return None if kind is None else (kind, revision)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One stored change row, read back to rebuild a view's change history.
+
+    ``addrs`` of a deletion is ``None`` when the row did not keep them (older rows).
+    """
+
+    seq: int
+    revision: int
+    row: str  # "upsert" or "delete"
+    uid: Uid
+    addrs: tuple[AddrTuple, ...] | None
+    reason: str
+
+
+#: A row that could not be read: the revision it was at, if that much was readable.
+Unreadable = int | None
+
+
+def build_history(
+    rows: Iterable[HistoryRow | Unreadable], revision: int
+) -> tuple[list[Change], int]:
+    """The watcher-visible changes of stored rows (oldest first, none after ``revision``,
+    the loaded table's), and the revision after which they are complete.
+
+    The oldest revision read may have lost rows to pruning or to a row limit, so the
+    history is complete only after it, unless the rows start at the very first change
+    (seq 1). An unreadable row restarts the history after it. A deletion without its
+    addresses gets those of the uid's last upsert read (what a live view reports), or
+    none when that upsert is older than the rows.
+    """
+    changes: list[Change] = []
+    last_addrs: dict[Uid, tuple[AddrTuple, ...]] = {}
+    floor: int | None = None
+    for item in rows:
+        if not isinstance(item, HistoryRow):
+            changes.clear()
+            floor = item
+            continue
+        if item.row == "upsert":
+            addrs = item.addrs or ()
+            last_addrs[item.uid] = addrs
+        else:
+            known = last_addrs.pop(item.uid, ())
+            addrs = known if item.addrs is None else item.addrs
+        if floor is None:
+            floor = 0 if item.seq == 1 else item.revision
+        kind = change_kind(item.row, item.reason)
+        if kind is not None and item.revision > floor:
+            name, uuid = item.uid
+            changes.append(
+                Change(kind=kind, revision=item.revision, name=name, uuid=uuid, addrs=addrs)
+            )
+    if floor is None or floor > revision:
+        return [], revision
+    return changes, floor
 
 
 @dataclass

@@ -45,9 +45,18 @@ from .._exceptions import (
     StoreUnavailable,
     TractorRegError,
 )
-from ._base import DEFAULT_CLOCK, AddrTuple, Change, Clock, Entry, Uid
+from ._base import DEFAULT_CLOCK, AddrTuple, Clock, Entry, Uid
 from ._open import positive_option, retention_option
-from ._replica import Op, Plan, ReplicatedBackend, change_for, change_kind, plan_batch
+from ._replica import (
+    HistoryRow,
+    Op,
+    Plan,
+    ReplicatedBackend,
+    Unreadable,
+    build_history,
+    change_for,
+    plan_batch,
+)
 from ._sqlite_schema import (
     MigrationReport,
     apply_migrations,
@@ -357,53 +366,24 @@ async def _history_rows(conn: aiosqlite.Connection, upto_seq: int, limit: int) -
     return [tuple(r) for r in reversed(list(rows))]
 
 
-def _history(rows: Sequence[Sequence[Any]], revision: int) -> tuple[list[Change], int]:
-    """Watcher-visible changes from stored change rows (oldest first, the newest at most
-    at ``revision``, the snapshot's), and the revision after which they are complete.
-
-    The oldest revision read may have lost rows to pruning or to the row limit, so the
-    history is complete only after it, unless the rows start at the very first change.
-    An unreadable row restarts the history after it. A deletion row carries the
-    addresses the uid had; one written by an older version has none and is given those
-    of the uid's last upsert in ``rows`` (what a live follower reports), or none when
-    that upsert is older than ``rows``.
-    """
-    changes: list[Change] = []
-    last_addrs: dict[Uid, tuple[AddrTuple, ...]] = {}
-    floor: int | None = None
-    for seq, store_revision, kind, name, uuid, addrs, reason in rows:
-        if type(store_revision) is not int:
-            changes.clear()
-            floor = None
-            continue
-        try:
-            if not isinstance(name, str) or not isinstance(uuid, str):
-                raise ValueError(f"bad uid in change #{seq}")
-            uid = (name, uuid)
-            if kind == "upsert":
-                row_addrs = _decode_addrs(addrs)
-                last_addrs[uid] = row_addrs
-            elif kind == "delete":
-                # Rows written since this column is filled for deletions carry the
-                # addresses; older ones get those of the uid's last upsert read.
-                known = last_addrs.pop(uid, ())
-                row_addrs = known if addrs is None else _decode_addrs(addrs)
-            else:
-                raise ValueError(f"bad kind in change #{seq}")
-        except ValueError:
-            changes.clear()
-            floor = store_revision
-            continue
-        if floor is None:
-            floor = 0 if seq == 1 else store_revision
-        what = change_kind(kind, reason if isinstance(reason, str) else "")
-        if what is not None and store_revision > floor:
-            changes.append(
-                Change(kind=what, revision=store_revision, name=name, uuid=uuid, addrs=row_addrs)
-            )
-    if floor is None or floor > revision:
-        return [], revision
-    return changes, floor
+def _history_row(row: Sequence[Any]) -> HistoryRow | Unreadable:
+    seq, store_revision, kind, name, uuid, addrs, reason = row
+    if type(store_revision) is not int:
+        return None
+    try:
+        if type(seq) is not int or not isinstance(name, str) or not isinstance(uuid, str):
+            raise ValueError("bad seq or uid")
+        if kind == "upsert":
+            row_addrs: tuple[AddrTuple, ...] | None = _decode_addrs(addrs)
+        elif kind == "delete":
+            # Deletion rows keep the addresses since this release; older ones have none.
+            row_addrs = None if addrs is None else _decode_addrs(addrs)
+        else:
+            raise ValueError(f"bad kind {kind!r}")
+    except ValueError:
+        return store_revision
+    reason_text = reason if isinstance(reason, str) else ""
+    return HistoryRow(seq, store_revision, kind, (name, uuid), row_addrs, reason_text)
 
 
 async def _changes_since(conn: aiosqlite.Connection, seq: int) -> _Delta:
@@ -827,7 +807,7 @@ class SQLiteBackend(ReplicatedBackend):
         self._view.start_history(snap.revision)
         # Watchers resume across a restart: the retained change rows are the history.
         rows = await self._bridge.run(_history_rows, conn, snap.seq, _HISTORY_ROWS)
-        changes, floor = _history(rows, snap.revision)
+        changes, floor = build_history(map(_history_row, rows), snap.revision)
         self._view.load_history(changes, floor)
 
     async def _apply_delta(self, delta: _Delta) -> None:
