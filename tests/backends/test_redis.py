@@ -1260,6 +1260,7 @@ async def test_writes_during_a_paged_load_are_not_lost(
         for attempt in range(5):
             reader = redis_backend(url)
             stop = trio.Event()
+            start = await writer.revision()
             try:
                 with trio.fail_after(60):
                     async with trio.open_nursery() as nursery:
@@ -1270,6 +1271,8 @@ async def test_writes_during_a_paged_load_are_not_lost(
                         stop.set()
                     await reader.poll()
                     await assert_same_view(reader, writer)
+                    # The history too, deletions of entries the scan missed included.
+                    assert await reader.changes_since(start) == await writer.changes_since(start)
             finally:
                 await reader.aclose()
     replayed = paged_loads(caplog)

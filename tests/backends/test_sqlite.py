@@ -45,6 +45,7 @@ from tractor_reg.backends import (
     opened_backend,
     parse_sqlite_url,
 )
+from tractor_reg.backends._sqlite import _NoLiteral, _sql_literal
 from tractor_reg.backends._sqlite_schema import latest_version
 
 from .conftest import FakeClock
@@ -654,6 +655,54 @@ async def test_awkward_names_survive_the_write_and_a_reopen(
     )
 
 
+async def test_times_are_stored_exactly(tmp_path: Path) -> None:
+    """Floats cross the one-script path as exact fractions: SQLite's decimal parser is
+    not correctly rounded, and this time, written as repr() text, reads back 1 ulp off."""
+    path = tmp_path / "registry.db"
+    awkward = 1796025865.473894
+    clock = FakeClock(awkward)
+    async with sqlite_backend(path, clock) as a, sqlite_backend(path, clock) as b:
+        written = [await a.register(("t", "t1"), [addr(1)], TTL)]
+        for i, ttl in enumerate([0.1, 1 / 3, 1e-3, 86_400.123456789, 7.0]):
+            written.append(await a.register(("t", f"t{i + 2}"), [addr(i + 2)], ttl))
+        assert written[0].registered_at == awkward
+        assert await a.entries() == written
+        await b.poll()
+        assert await b.entries() == written
+    async with sqlite_backend(path, clock) as c:
+        assert await c.entries() == written
+    stored = {r[0]: r[1] for r in query(path, "SELECT uuid, registered_at FROM entries")}
+    assert stored["t1"] == awkward
+
+
+def test_sql_literals_read_back_exactly() -> None:
+    """Every literal the one-script path writes reads back from SQLite as the same value."""
+    conn = sqlite3.connect(":memory:")
+    rng = random.Random(20261127)
+    floats = [rng.uniform(1.7e9, 1.8e9) for _ in range(3000)]
+    floats += [rng.uniform(-1e6, 1e6) for _ in range(1000)]
+    floats += [0.0, 1.0, 0.1, 1e16, 2.0**62, 2.0**-60, 1e300, 5e-324, 2.0**63 - 1024]
+    try:
+        for value in floats:
+            try:
+                literal = _sql_literal(value, "utf-8")
+            except _NoLiteral:
+                continue  # such values take the parameter path
+            (back,) = conn.execute(f"SELECT {literal}").fetchone()
+            assert back == value and type(back) is float, (value, literal, back)
+        for text in [*AWKWARD, "", "x" * 1000]:
+            (back,) = conn.execute(f"SELECT {_sql_literal(text, 'utf-8')}").fetchone()
+            assert back == text
+        for number in [0, -1, 2**63 - 1, -(2**63)]:
+            (back,) = conn.execute(f"SELECT {_sql_literal(number, 'utf-8')}").fetchone()
+            assert back == number
+    finally:
+        conn.close()
+    for bad in [True, float("nan"), float("inf"), -0.0, "\ud800", object()]:
+        with pytest.raises(_NoLiteral):
+            _sql_literal(bad, "utf-8")
+
+
 async def test_concurrent_writes_from_two_backends_end_consistent(tmp_path: Path) -> None:
     path = tmp_path / "registry.db"
     pool = 50  # far fewer addresses than writers: evictions across backends
@@ -865,6 +914,43 @@ async def test_a_backend_that_fell_behind_the_pruned_log_reloads(tmp_path: Path)
             entry = await a.register(("after", "x1"), [addr(5000)], TTL)
             await b.poll()
             assert await b.lookup("after") == entry
+
+
+async def test_readers_never_see_a_half_reloaded_view(tmp_path: Path) -> None:
+    """A reload reads the whole table before it swaps it in: lookups during it see the
+    old view or the new one, and history stays available."""
+    path = tmp_path / "registry.db"
+    opts = {"change_retention": 1000, "synchronous": "normal"}
+    async with sqlite_backend(path, **opts) as a:
+        first = await a.register(("first", "f1"), [addr(9999)], TTL)
+        async with sqlite_backend(path, **opts) as b:
+            before = await b.count()
+            revision = await b.revision()
+            await _outrun(a, path)
+            after = await a.count()
+            seen: set[int] = set()
+            wrong: list[object] = []
+            done = trio.Event()
+
+            async def read() -> None:
+                while not done.is_set():
+                    seen.add(await b.count())
+                    if await b.lookup("first") != first:
+                        wrong.append("lookup")
+                    try:
+                        await b.changes_since(revision)
+                    except ChangesExpired:
+                        pass  # allowed: the new history may start later
+                    await trio.lowlevel.checkpoint()
+
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read)
+                    await b.poll()  # falls behind the pruned log: a full reload
+                    done.set()
+            assert seen <= {before, after}, sorted(seen)
+            assert not wrong
+            assert await b.count() == after
 
 
 async def test_a_backend_opened_on_an_empty_log_that_fell_behind_reloads(tmp_path: Path) -> None:

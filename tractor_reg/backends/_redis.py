@@ -888,11 +888,15 @@ class RedisBackend(ReplicatedBackend):
         # as the one-reply load would.
         entries.extend(newer.values())
         del newer
-        history = await self._history_upto(last_id, revision)
-        self._install(entries, revision, seq, last_id, history)
+        # The history up to the second head, read from the stream: the replay below
+        # records nothing for a row whose entry the scan already missed (deleted
+        # between the first head and the scan), so its log alone would have holes.
+        history = await self._history_upto(end_id, end_revision)
+        self._install(entries, revision, seq, last_id, ([], revision))
         self._apply_rows(rows)
         self._seq, self._last_id = end_seq, end_id
         self._view.apply_revision(end_revision)
+        self._view.load_history(*history)
         log.debug(
             "namespace %r: loaded in pages; replayed %d changes committed during the load",
             self.options.namespace,

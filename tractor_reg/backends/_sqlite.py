@@ -302,6 +302,18 @@ async def _setup(conn: aiosqlite.Connection, path: str, opts: SQLiteOptions) -> 
     return report
 
 
+#: SQLite's names of its text encodings, as Python codecs.
+_CODECS = {"utf-8": "utf-8", "utf-16le": "utf-16-le", "utf-16be": "utf-16-be"}
+
+
+async def _text_encoding(conn: aiosqlite.Connection) -> str:
+    """The Python codec of the database's text encoding (a file someone created as
+    UTF-16 stays UTF-16): one-script writes send text in it."""
+    row = next(iter(await conn.execute_fetchall("PRAGMA encoding")), None)
+    name = str(row[0]).lower() if row else "utf-8"
+    return _CODECS.get(name, "utf-8")
+
+
 async def _snapshot_open(conn: aiosqlite.Connection) -> _Snapshot:
     """Start reading every row, with the revision and change-log position of the same
     read snapshot.
@@ -514,32 +526,65 @@ async def _write_commit(conn: aiosqlite.Connection, write: _Write) -> int:
 _GUARD_TABLE = "temp.tractor_reg_guard"
 
 
-def _sql_literal(value: object) -> str:
-    """``value`` as an SQL literal. Text goes as a hex blob cast to TEXT, so no string
-    (quotes, NULs, anything) can end the literal early."""
+class _NoLiteral(Exception):
+    """A value a script cannot carry exactly: that write takes the parameter path."""
+
+
+#: Largest power-of-two denominator written as an integer literal (fits in int64).
+_MAX_DENOMINATOR = 1 << 62
+
+
+def _sql_literal(value: object, encoding: str) -> str:
+    """``value`` as an SQL literal that SQLite reads back as exactly the same value.
+
+    Text goes as a hex blob (in the database's text encoding) cast to TEXT, so no string
+    (quotes, NULs, anything) can end the literal early. A float goes as an exact
+    fraction: SQLite's decimal parser is not correctly rounded, so ``repr()`` could come
+    back one unit in the last place off. Only the built-in types' own methods are used,
+    so a subclass cannot change what is written.
+    """
     if value is None:
         return "NULL"
     if isinstance(value, str):
-        return "CAST(X'" + value.encode().hex() + "' AS TEXT)"
+        try:
+            data = str.encode(value, encoding)
+        except UnicodeEncodeError as exc:
+            raise _NoLiteral(str(exc)) from exc
+        return "CAST(X'" + data.hex() + "' AS TEXT)"
     if isinstance(value, bool):
-        raise TypeError(f"no SQL literal for {value!r}")
+        raise _NoLiteral(f"no SQL literal for {value!r}")
     if isinstance(value, int):
-        return str(value)
+        return int.__repr__(value)
     if isinstance(value, float) and math.isfinite(value):
-        return repr(value)  # the shortest text that reads back as the same double
-    raise TypeError(f"no SQL literal for {value!r}")
+        num, den = float.as_integer_ratio(value)
+        if num == 0 and math.copysign(1.0, value) < 0:
+            raise _NoLiteral("negative zero")
+        # num fits in 53 bits unless den == 1; CAST of an integer the double holds
+        # exactly, then a division by a power of two, are both exact.
+        if abs(num) >= 1 << 63 or den > _MAX_DENOMINATOR:
+            raise _NoLiteral(f"no exact SQL literal for {value!r}")
+        if den == 1:
+            return f"CAST({num} AS REAL)"
+        return f"(CAST({num} AS REAL) / {den})"
+    raise _NoLiteral(f"no SQL literal for {value!r}")
 
 
-def _rows_sql(rows: Sequence[Sequence[object]]) -> str:
-    return ",".join("(" + ",".join(map(_sql_literal, row)) + ")" for row in rows)
+def _rows_sql(rows: Sequence[Sequence[object]], encoding: str) -> str:
+    return ",".join(
+        "(" + ",".join(_sql_literal(value, encoding) for value in row) + ")" for row in rows
+    )
 
 
-def _write_script(seq: int, revision: int, write: _Write) -> tuple[str, int]:
+def _write_script(
+    seq: int, revision: int, write: _Write, encoding: str = "utf-8"
+) -> tuple[str, int]:
     """One SQL script that commits ``write`` only if the store is still at (``revision``,
     change ``seq``); and the last change seq it writes.
 
-    The guard row violates its CHECK when another process committed since: the script
-    stops there, inside its transaction, with an IntegrityError.
+    The guard row violates its CHECK when another process committed since (or the
+    change counter moved past ``seq`` some other way): the script stops there, inside
+    its transaction, with an IntegrityError. Raises :class:`_NoLiteral` for a value a
+    script cannot carry exactly.
     """
     addrs_text = [_addrs_json(e) for e, _ in write.upserts]
     log_rows: list[tuple[object, ...]] = write.delete_rows() + [
@@ -563,13 +608,16 @@ def _write_script(seq: int, revision: int, write: _Write) -> tuple[str, int]:
         "BEGIN IMMEDIATE",
         f"INSERT INTO {_GUARD_TABLE} (current) SELECT "
         f"(SELECT COALESCE(MAX(seq), 0) FROM main.changes) = {int(seq)} AND "
+        # AUTOINCREMENT's own counter too: a number it handed out is never reused.
+        "(SELECT COALESCE(MAX(seq), 0) FROM main.sqlite_sequence WHERE name = 'changes') "
+        f"= {int(seq)} AND "
         f"(SELECT value FROM main.meta WHERE key = 'revision') = {int(revision)}",
         f"DELETE FROM {_GUARD_TABLE}",
     ]
     if write.deletes:
         parts += [
-            f"DELETE FROM entries WHERE name = {_sql_literal(uid[0])} "
-            f"AND uuid = {_sql_literal(uid[1])}"
+            f"DELETE FROM entries WHERE name = {_sql_literal(uid[0], encoding)} "
+            f"AND uuid = {_sql_literal(uid[1], encoding)}"
             for uid, _ in write.deletes
         ]
     if write.upserts:
@@ -579,7 +627,8 @@ def _write_script(seq: int, revision: int, write: _Write) -> tuple[str, int]:
                 [
                     (e.name, e.uuid, text, e.revision, e.registered_at, e.expires_at, e.registrar)
                     for (e, _), text in zip(write.upserts, addrs_text, strict=True)
-                ]
+                ],
+                encoding,
             )
             + " ON CONFLICT (name, uuid) DO UPDATE SET addrs = excluded.addrs, "
             "revision = excluded.revision, registered_at = excluded.registered_at, "
@@ -589,7 +638,7 @@ def _write_script(seq: int, revision: int, write: _Write) -> tuple[str, int]:
         parts.append(
             "INSERT INTO changes (seq, store_revision, kind, name, uuid, addrs, revision, "
             "registered_at, expires_at, registrar, reason, committed_at) VALUES "
-            + _rows_sql(numbered)
+            + _rows_sql(numbered, encoding)
         )
     parts.append(f"UPDATE meta SET value = {int(write.revision)} WHERE key = 'revision'")
     if write.prune_below is not None:
@@ -599,7 +648,7 @@ def _write_script(seq: int, revision: int, write: _Write) -> tuple[str, int]:
 
 
 async def _commit_if_current(
-    conn: aiosqlite.Connection, seq: int, revision: int, write: _Write
+    conn: aiosqlite.Connection, seq: int, revision: int, write: _Write, encoding: str
 ) -> int | None:
     """Commit ``write`` if the store is still at (``revision``, change ``seq``), the state
     it was planned against, and return the new last change seq; else change nothing and
@@ -608,7 +657,10 @@ async def _commit_if_current(
     With one registrar on the file this is every write: one trip across the bridge and
     one to aiosqlite's thread, where statement by statement would take six.
     """
-    script, last_seq = _write_script(seq, revision, write)
+    try:
+        script, last_seq = _write_script(seq, revision, write, encoding)
+    except _NoLiteral:
+        return None  # nothing started: the parameter path writes it
     done = False
     try:
         await conn.executescript(script)
@@ -665,6 +717,7 @@ class SQLiteBackend(ReplicatedBackend):
         self._seq = 0
         self._sync_lock = trio.Lock()
         self._commits = 0
+        self._encoding = "utf-8"
         #: Rows found invalid at load/replay (skipped, logged).
         self.skipped_rows = 0
 
@@ -714,6 +767,7 @@ class SQLiteBackend(ReplicatedBackend):
             try:
                 self._conn = await self._bridge.run(_connect, self.path, self.options.busy_timeout)
                 await self._bridge.run(_setup, self._conn, self.path, self.options)
+                self._encoding = await self._bridge.run(_text_encoding, self._conn)
             except TractorRegError:
                 raise
             except Exception as exc:
@@ -783,31 +837,38 @@ class SQLiteBackend(ReplicatedBackend):
     # -- view maintenance --------------------------------------------------------------
 
     async def _reload(self) -> None:
+        """Replace the view with the table. Everything is read first and swapped in
+        without an await, so readers never see a half-loaded view, and a failed read
+        leaves the previous one in place."""
         conn = self._require_conn()
+        entries: list[Entry] = []
         snap = await self._bridge.run(_snapshot_open, conn)
         try:
-            self._view.reset()
             while rows := await self._bridge.run(_snapshot_page, snap):
                 for row in rows:
                     try:
-                        entry = _entry_from_row(row)
+                        entries.append(_entry_from_row(row))
                     except (ValueError, TypeError) as exc:
                         self.skipped_rows += 1
                         log.error("%s: skipping invalid row %r: %s", self.path, row[:2], exc)
-                    else:
-                        self._view.apply_upsert(entry)
+                del rows
+            # Watchers resume across a restart: the retained change rows are the history.
+            history = await self._bridge.run(_history_rows, conn, snap.seq, _HISTORY_ROWS)
         finally:
             with trio.CancelScope(shield=True):
                 try:
                     await self._bridge.run(_snapshot_close, conn, snap)
                 except Exception as exc:  # noqa: BLE001 - a read-only snapshot: nothing to lose
                     log.warning("%s: ending the snapshot read failed: %s", self.path, exc)
+        changes, floor = build_history(map(_history_row, history), snap.revision)
+        del history
+        self._view.reset()
+        for entry in entries:  # in revision order: the view keeps each name's order
+            self._view.apply_upsert(entry)
+        del entries
         self._seq = snap.seq
         self._view.apply_revision(snap.revision)
         self._view.start_history(snap.revision)
-        # Watchers resume across a restart: the retained change rows are the history.
-        rows = await self._bridge.run(_history_rows, conn, snap.seq, _HISTORY_ROWS)
-        changes, floor = build_history(map(_history_row, rows), snap.revision)
         self._view.load_history(changes, floor)
 
     async def _apply_delta(self, delta: _Delta) -> None:
@@ -852,6 +913,7 @@ class SQLiteBackend(ReplicatedBackend):
                             self._seq,
                             self._view.current_revision,
                             self._write_for(plan),
+                            self._encoding,
                         )
                     except TractorRegError:
                         raise
