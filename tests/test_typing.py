@@ -23,6 +23,8 @@ SNIPPET = """
         async with tractor_reg.find_actor("svc", only_first=False) as portals:
             assert_type(portals, list[Portal])
         flag: bool = bool(len("x"))
+        async with tractor_reg.find_actor("svc", raise_on_none=flag) as first:
+            assert_type(first, Portal | None)
         async with tractor_reg.find_actor("svc", only_first=flag) as either:
             assert_type(either, Portal | list[Portal] | None)
 """

@@ -132,8 +132,9 @@ def find_actor(
     registry_addrs: Sequence[AddressLike] | None = None,
     enable_transports: Sequence[str] | None = ("tcp",),
     only_first: Literal[True] = True,
-    raise_on_none: Literal[False] = False,
-) -> AbstractAsyncContextManager[Portal | None]: ...
+    *,
+    raise_on_none: Literal[True],
+) -> AbstractAsyncContextManager[Portal]: ...
 
 
 @overload
@@ -142,9 +143,8 @@ def find_actor(
     registry_addrs: Sequence[AddressLike] | None = None,
     enable_transports: Sequence[str] | None = ("tcp",),
     only_first: Literal[True] = True,
-    *,
-    raise_on_none: Literal[True],
-) -> AbstractAsyncContextManager[Portal]: ...
+    raise_on_none: bool = False,
+) -> AbstractAsyncContextManager[Portal | None]: ...
 
 
 @overload

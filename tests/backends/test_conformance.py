@@ -560,6 +560,8 @@ BAD_UIDS: list[Any] = [
     ("alpha", None),
     ["alpha"],
     {"alpha": "u1"},
+    ("alpha\ud800", "u1"),  # a lone surrogate: no store can encode it
+    ("alpha", "\udfff"),
 ]
 
 BAD_ADDRS: list[Any] = [
@@ -583,6 +585,8 @@ BAD_ADDRS: list[Any] = [
     [("h", b"sock")],
     [A1, ("h", -1)],  # one bad address spoils the whole call
     [A1, "oops"],
+    [("h\ud800", 1)],
+    [("/tmp", "s\ud800.sock")],
 ]
 
 BAD_ADDR: list[Any] = [
@@ -626,6 +630,9 @@ def _bad_calls() -> list[Any]:
     calls += [
         pytest.param("register", (U1, [A3], 10**400), {}, id="register-ttl-overflow"),
         pytest.param("register", (U1, [A3], TTL), {"registrar": 5}, id="register-registrar"),
+        pytest.param(
+            "register", (U1, [A3], TTL), {"registrar": "r\ud800"}, id="register-registrar-text"
+        ),
         pytest.param("lookup", (None,), {}, id="lookup-none"),
         pytest.param("lookup", (("alpha",),), {}, id="lookup-tuple"),
         pytest.param("lookup", ("",), {}, id="lookup-empty"),
@@ -648,6 +655,29 @@ async def test_bad_input_raises_and_changes_nothing(
     with trio.fail_after(5), pytest.raises(InvalidRequest):
         await getattr(backend, method)(*args, **kwargs)
     assert await snapshot(backend) == before
+
+
+async def test_a_bad_write_fails_alone_in_a_concurrent_batch(backend: RegistryBackend) -> None:
+    """Writes arriving together share a batch (durable backends commit it as one
+    transaction): an invalid one gets its InvalidRequest, the others are stored."""
+    good = [(f"svc{i}", f"u{i}") for i in range(8)]
+    results: dict[Any, Any] = {}
+
+    async def one(uid: Any, addr: Any) -> None:
+        try:
+            results[uid] = await backend.register(uid, [addr], TTL)
+        except InvalidRequest as exc:
+            results[uid] = exc
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for i, uid in enumerate(good):
+                nursery.start_soon(one, uid, ("127.0.0.1", 41000 + i))
+            nursery.start_soon(one, ("bad\ud800", "x"), ("127.0.0.1", 41100))
+    assert isinstance(results[("bad\ud800", "x")], InvalidRequest)
+    assert sorted(e.uid for e in await backend.entries()) == sorted(good)
+    for uid in good:
+        assert results[uid] == await backend.get(uid)
 
 
 # -- lifecycle -----------------------------------------------------------------------------

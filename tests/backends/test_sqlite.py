@@ -703,6 +703,72 @@ def test_sql_literals_read_back_exactly() -> None:
             _sql_literal(bad, "utf-8")
 
 
+class BrokenClock(FakeClock):
+    """A clock that fails (a bug in a user's clock, say) while ``broken`` is set."""
+
+    broken = False
+
+    def __call__(self) -> float:
+        if self.broken:
+            raise RuntimeError("clock is broken")
+        return self.now
+
+
+async def test_an_unexpected_failure_fails_every_write_of_the_batch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only the task that led the batch hears of it: no writer may take silence for
+    success."""
+    path = tmp_path / "registry.db"
+    clock = BrokenClock()
+    monkeypatch.setattr(logging.getLogger("tractor_reg"), "propagate", True)
+    async with sqlite_backend(path, clock) as backend:
+        kept = await backend.register(("kept", "k"), [addr(99)], TTL)
+        clock.broken = True
+        outcomes: list[object] = []
+
+        async def one(i: int) -> None:
+            try:
+                outcomes.append(await backend.register(("svc", f"u{i}"), [addr(i)], TTL))
+            except BackendError as exc:
+                outcomes.append(exc)
+
+        with caplog.at_level(logging.ERROR), trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for i in range(6):
+                    nursery.start_soon(one, i)
+        assert len(outcomes) == 6
+        assert all(isinstance(o, BackendError) for o in outcomes), outcomes
+        assert "committing a batch failed" in caplog.text
+        clock.broken = False
+        assert await backend.entries() == [kept]  # nothing half-written
+        again = await backend.register(("svc", "u0"), [addr(0)], TTL)
+        assert await backend.entries() == [kept, again]
+
+
+async def test_a_utf16_database_stores_text_correctly(tmp_path: Path, clock: FakeClock) -> None:
+    """A file someone created empty with a UTF-16 text encoding keeps it: text written by
+    the one-script path is encoded to match, and reads back as written."""
+    path = tmp_path / "registry.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA encoding = 'UTF-16le'")
+    conn.execute("CREATE TABLE x (a)")
+    conn.execute("DROP TABLE x")
+    conn.commit()
+    conn.close()
+    async with sqlite_backend(path, clock) as backend:
+        written = [
+            await backend.register((name, "u"), [("/tmp", f"{i}.sock")], TTL, registrar=name)
+            for i, name in enumerate(AWKWARD)
+        ]
+        stored_seq = query(path, "SELECT MAX(seq) FROM changes")[0][0]
+        assert stored_seq == len(written)
+    assert query(path, "PRAGMA encoding")[0][0] == "UTF-16le"
+    assert sorted(r[0] for r in query(path, "SELECT name FROM entries")) == sorted(AWKWARD)
+    async with sqlite_backend(path, clock) as backend:
+        assert await backend.entries() == written
+
+
 async def test_concurrent_writes_from_two_backends_end_consistent(tmp_path: Path) -> None:
     path = tmp_path / "registry.db"
     pool = 50  # far fewer addresses than writers: evictions across backends

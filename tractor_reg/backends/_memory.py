@@ -55,6 +55,18 @@ def _invalid(msg: str) -> NoReturn:
     raise InvalidRequest(msg)
 
 
+def _storable(text: str) -> bool:
+    """Whether ``text`` can be stored: UTF-8 has no encoding of a lone surrogate, so no
+    durable store can keep one (and it would fail a whole batch of writes there)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_uid(uid: object) -> Uid:
     if not isinstance(uid, tuple | list) or len(uid) != 2:
         _invalid(f"uid must be a (name, uuid) pair of non-empty str, got {uid!r}")
@@ -63,6 +75,8 @@ def _check_uid(uid: object) -> Uid:
         _invalid(f"uid name must be a non-empty str, got {name!r} in uid {uid!r}")
     if not isinstance(uuid, str) or not uuid:
         _invalid(f"uid uuid must be a non-empty str, got {uuid!r} in uid {uid!r}")
+    if not (_storable(name) and _storable(uuid)):
+        _invalid(f"uid {uid!r} is not valid Unicode text (a lone surrogate)")
     return (name, uuid)
 
 
@@ -72,6 +86,8 @@ def _check_addr(addr: object) -> AddrTuple:
     first, second = addr
     if not isinstance(first, str):
         _invalid(f"address element 0 must be a str, got {first!r} in {addr!r}")
+    if not _storable(first) or (isinstance(second, str) and not _storable(second)):
+        _invalid(f"address {addr!r} is not valid Unicode text (a lone surrogate)")
     if isinstance(second, bool):
         _invalid(f"address port must be an int, not a bool, in {addr!r}")
     if isinstance(second, int):
@@ -440,8 +456,8 @@ class MemoryBackend:
         key = _check_uid(uid)
         new_addrs = _check_addrs(addrs)
         lease = _check_ttl(ttl)
-        if not isinstance(registrar, str):
-            _invalid(f"registrar must be a str, got {registrar!r}")
+        if not isinstance(registrar, str) or not _storable(registrar):
+            _invalid(f"registrar must be a str of valid Unicode text, got {registrar!r}")
         now = self._clock()
         expires_at = now + lease
         if not math.isfinite(expires_at):

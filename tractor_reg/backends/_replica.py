@@ -12,15 +12,18 @@ run there, and the difference is what the store must write.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
-from .._exceptions import BackendClosed, InvalidRequest
+from .._exceptions import BackendClosed, BackendError, InvalidRequest
 from ._base import AddrTuple, Change, Clock, Entry, Uid
 from ._memory import MemoryBackend
+
+log = logging.getLogger("tractor_reg.backends")
 
 #: Why a row changed, as recorded in change logs.
 REASONS = {
@@ -114,6 +117,8 @@ class Op:
     done: trio.Event = field(default_factory=trio.Event)
     result: Any = None
     error: BaseException | None = None
+    #: Set when ``result``/``error`` hold the op's outcome.
+    answered: bool = False
 
 
 @dataclass
@@ -174,6 +179,10 @@ def _candidates(op: Op, rows: MemoryBackend, now: float) -> list[Uid]:
     return found
 
 
+#: Ops planned between two schedule points.
+_OPS_PER_YIELD = 512
+
+
 class _Scratch(MemoryBackend):
     """The rows one :func:`plan_batch` call works on. Nothing else can reach them, so
     its writes need no schedule point of their own (one per op made a large part of a
@@ -199,7 +208,11 @@ async def plan_batch(view: MemoryBackend, batch: Sequence[Op], now: float) -> Pl
 
     reasons: dict[Uid, str] = {}
     outcomes: list[tuple[Any, BaseException | None]] = []
-    for op in batch:
+    for i, op in enumerate(batch, 1):
+        if i % _OPS_PER_YIELD == 0:
+            # A storm's batch can hold thousands of ops: let lookups in meanwhile. The
+            # view only changes under the backend's sync lock, which the caller holds.
+            await trio.lowlevel.checkpoint()
         before = {uid: scratch.raw_entry(uid) for uid in _candidates(op, scratch, now)}
         method = "purge_expired" if op.kind == "purge" else op.kind
         try:
@@ -282,6 +295,15 @@ class ReplicatedBackend:
                         batch, self._queue = self._queue, []
                         try:
                             await self._commit_batch(batch)
+                        except Exception as exc:
+                            # A bug, not a store error (those are answers): every writer
+                            # of the batch hears of it, not only this task.
+                            log.exception("%s backend: committing a batch failed", self.scheme)
+                            failure = BackendError(f"{self.scheme} backend failed: {exc!r}")
+                            failure.__cause__ = exc
+                            for queued in batch:
+                                if queued.error is None and not queued.answered:
+                                    queued.error = failure
                         finally:
                             for queued in batch:
                                 queued.done.set()
@@ -298,6 +320,7 @@ class ReplicatedBackend:
     def _deliver(batch: Sequence[Op], plan: Plan) -> None:
         for op, (result, error) in zip(batch, plan.outcomes, strict=True):
             op.result, op.error = result, error
+            op.answered = True
 
     # -- writes ----------------------------------------------------------------------
 
