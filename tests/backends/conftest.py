@@ -8,7 +8,7 @@ test's temporary directory (for file-based stores such as SQLite).
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -90,3 +90,15 @@ def redis_cluster() -> Iterator[RedisCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+async def churn_history(backend: RegistryBackend, at: Callable[[int], tuple[str, int]]) -> None:
+    """Every kind of change but expiry: registrations, a re-registration, an eviction, a
+    lost address, a renewal (no change) and an unregistration."""
+    await backend.register(("svc", "a"), [at(1), at(2)], 600.0)
+    await backend.register(("svc", "b"), [at(3)], 600.0)
+    await backend.register(("svc", "a"), [at(1), at(2)], 600.0)
+    await backend.register(("other", "c"), [at(3)], 600.0)  # evicts b (its only address)
+    await backend.delete_addr(at(2))  # a loses an address: updated
+    await backend.renew(("svc", "a"), 600.0)
+    await backend.unregister(("other", "c"))

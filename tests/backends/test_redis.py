@@ -60,6 +60,8 @@ from tractor_reg.backends._redis import (
     parse_redis_url,
 )
 
+from .conftest import churn_history
+
 pytestmark = [
     pytest.mark.redis,
     pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed"),
@@ -809,81 +811,75 @@ async def test_garbage_entries_are_skipped_and_the_rest_served(
         assert client.hlen(entries_key) == 4 + 5 + 1
 
 
-async def test_garbage_change_is_skipped_by_followers(
-    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    ns = new_ns()
-    url = server_url(redis_server, ns)
+@asynccontextmanager
+async def writer_and_follower(url: str) -> AsyncIterator[tuple[RegistryBackend, RedisBackend]]:
+    """A writer (following in the background) and a follower that only polls when told."""
     async with opened_backend(url) as writer:
-        follower = open_backend(url)
+        follower = redis_backend(url)
         try:
             with trio.fail_after(15):
                 await follower.open()
-                assert isinstance(follower, RedisBackend)
-                first = await writer.register(("a", "1"), [("127.0.0.1", 32000)], TTL)
-                await follower.poll()
-                assert await follower.entries() == [first]
-                keys = follower.keys
-                with client_for(redis_server.port) as client:
-                    seq = int(client.get(keys["seq"]) or 0)
-                    client.xadd(
-                        keys["changes"],
-                        {"q": seq + 1, "r": "zz", "k": "upsert", "f": "[[", "e": "{", "w": "x"},
-                    )
-                    client.set(keys["seq"], seq + 1)
-                caplog.set_level(logging.ERROR, logger=LOGGER)
-                await follower.poll()
-                assert follower.skipped_rows == 1
-                assert "skipping invalid change" in caplog.text
-                assert await follower.entries() == [first]
-                # Later valid changes still arrive.
-                second = await writer.register(("b", "1"), [("127.0.0.1", 32001)], TTL)
-                await follower.poll()
-                assert await follower.entries() == [first, second]
+            yield writer, follower
         finally:
             await follower.aclose()
+
+
+def append_change(server: RedisServer, follower: RedisBackend, fields: dict[str, Any]) -> None:
+    """Append a hand-made row to the change stream, numbered as the next change."""
+    keys = follower.keys
+    with client_for(server.port) as client:
+        seq = int(client.get(keys["seq"]) or 0)
+        client.xadd(keys["changes"], {"q": seq + 1, **fields})
+        client.set(keys["seq"], seq + 1)
+
+
+GARBAGE_CHANGE = {"r": "zz", "k": "upsert", "f": "[[", "e": "{", "w": "x"}
+
+
+async def test_garbage_change_is_skipped_by_followers(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = server_url(redis_server, new_ns())
+    async with writer_and_follower(url) as (writer, follower):
+        with trio.fail_after(15):
+            first = await writer.register(("a", "1"), [("127.0.0.1", 32000)], TTL)
+            await follower.poll()
+            assert await follower.entries() == [first]
+            append_change(redis_server, follower, GARBAGE_CHANGE)
+            caplog.set_level(logging.ERROR, logger=LOGGER)
+            await follower.poll()
+            assert follower.skipped_rows == 1
+            assert "skipping invalid change" in caplog.text
+            assert await follower.entries() == [first]
+            # Later valid changes still arrive.
+            second = await writer.register(("b", "1"), [("127.0.0.1", 32001)], TTL)
+            await follower.poll()
+            assert await follower.entries() == [first, second]
 
 
 @pytest.mark.parametrize("where", ["first", "second"])
 async def test_a_change_with_a_garbage_number_is_skipped_not_fatal(
-    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, where: str
+    redis_server: RedisServer, where: str
 ) -> None:
     """A change row whose number (q) was edited into garbage neither breaks polling nor
     loses the writes around it."""
-    ns = new_ns()
-    url = server_url(redis_server, ns)
-    async with opened_backend(url) as writer:
-        follower = open_backend(url)
-        try:
-            with trio.fail_after(15):
-                await follower.open()
-                assert isinstance(follower, RedisBackend)
-                first = await writer.register(("a", "1"), [("127.0.0.1", 32100)], TTL)
-                await follower.poll()
-                keys = follower.keys
-                caplog.set_level(logging.INFO, logger=LOGGER)
-                with client_for(redis_server.port) as client:
-                    seq = int(client.get(keys["seq"]) or 0)
-                    garbage = {"q": "zz", "r": "1", "k": "upsert", "f": "[[", "e": "{", "w": "x"}
-                    if where == "first":
-                        client.xadd(keys["changes"], garbage)
-                        client.set(keys["seq"], seq + 1)
-                if where == "second":
-                    second = await writer.register(("b", "1"), [("127.0.0.1", 32101)], TTL)
-                    with client_for(redis_server.port) as client:
-                        seq = int(client.get(keys["seq"]) or 0)
-                        client.xadd(keys["changes"], garbage)
-                        client.set(keys["seq"], seq + 1)
-                await follower.poll()  # must not raise
-                expected = [first] if where == "first" else [first, second]
-                assert await follower.entries() == expected
-                # Later valid changes still arrive, and the views agree.
-                third = await writer.register(("c", "1"), [("127.0.0.1", 32102)], TTL)
-                await follower.poll()
-                assert await follower.entries() == [*expected, third]
-                assert await follower.entries() == await writer.entries()
-        finally:
-            await follower.aclose()
+    url = server_url(redis_server, new_ns())
+    garbage = {**GARBAGE_CHANGE, "q": "zz", "r": "1"}
+    async with writer_and_follower(url) as (writer, follower):
+        with trio.fail_after(15):
+            first = await writer.register(("a", "1"), [("127.0.0.1", 32100)], TTL)
+            await follower.poll()
+            expected = [first]
+            if where == "second":
+                expected.append(await writer.register(("b", "1"), [("127.0.0.1", 32101)], TTL))
+            append_change(redis_server, follower, garbage)  # its q overrides the number
+            await follower.poll()  # must not raise
+            assert await follower.entries() == expected
+            # Later valid changes still arrive, and the views agree.
+            third = await writer.register(("c", "1"), [("127.0.0.1", 32102)], TTL)
+            await follower.poll()
+            assert await follower.entries() == [*expected, third]
+            assert await follower.entries() == await writer.entries()
 
 
 @pytest.mark.parametrize("key", ["rev", "seq"])
@@ -1226,6 +1222,27 @@ async def test_large_store_loads_in_pages_in_revision_order(
             await reader.aclose()
 
 
+@asynccontextmanager
+async def opened_while_churning(
+    url: str, writer: RegistryBackend, tasks: int, seed: int
+) -> AsyncIterator[RedisBackend]:
+    """A backend opened on ``url`` while ``tasks`` tasks keep changing the store through
+    ``writer``; polled once they stopped."""
+    reader = redis_backend(url)
+    stop = trio.Event()
+    try:
+        async with trio.open_nursery() as nursery:
+            for task in range(tasks):
+                nursery.start_soon(churn, writer, stop, seed + task)
+            await trio.testing.wait_all_tasks_blocked()
+            await reader.open()
+            stop.set()
+        await reader.poll()
+        yield reader
+    finally:
+        await reader.aclose()
+
+
 async def churn(backend: RegistryBackend, stop: trio.Event, seed: int) -> None:
     """Keep changing a ``fill``-ed store until ``stop``: re-registrations (an old uid
     becomes its name's newest), new uids of existing names, evictions, unregistrations."""
@@ -1258,23 +1275,12 @@ async def test_writes_during_a_paged_load_are_not_lost(
         # Which writes land inside a load, and which of them the scan sees, is up to the
         # scheduler: several loads under several writing tasks, each load checked.
         for attempt in range(5):
-            reader = redis_backend(url)
-            stop = trio.Event()
             start = await writer.revision()
-            try:
-                with trio.fail_after(60):
-                    async with trio.open_nursery() as nursery:
-                        for task in range(4):
-                            nursery.start_soon(churn, writer, stop, attempt * 10 + task)
-                        await trio.testing.wait_all_tasks_blocked()
-                        await reader.open()
-                        stop.set()
-                    await reader.poll()
+            with trio.fail_after(60):
+                async with opened_while_churning(url, writer, 4, attempt * 10) as reader:
                     await assert_same_view(reader, writer)
                     # The history too, deletions of entries the scan missed included.
                     assert await reader.changes_since(start) == await writer.changes_since(start)
-            finally:
-                await reader.aclose()
     replayed = paged_loads(caplog)
     assert len(replayed) == 5
     assert sum(replayed) > 0, "no write ever landed inside a paged load"
@@ -1349,20 +1355,9 @@ async def test_paged_load_outrun_by_writers_falls_back_to_one_reply(
         with trio.fail_after(60):
             await fill(writer, LARGE)
         for attempt in range(10):
-            reader = redis_backend(url)
-            stop = trio.Event()
-            try:
-                with trio.fail_after(60):
-                    async with trio.open_nursery() as nursery:
-                        for task in range(600):
-                            nursery.start_soon(churn, writer, stop, attempt * 1000 + task)
-                        await trio.testing.wait_all_tasks_blocked()
-                        await reader.open()
-                        stop.set()
-                    await reader.poll()
+            with trio.fail_after(60):
+                async with opened_while_churning(url, writer, 600, attempt * 1000) as reader:
                     await assert_same_view(reader, writer)
-            finally:
-                await reader.aclose()
             if ONE_REPLY_LOG in caplog.text:
                 break
     assert ONE_REPLY_LOG in caplog.text, "no load was ever outrun by the writers"
@@ -1371,29 +1366,13 @@ async def test_paged_load_outrun_by_writers_falls_back_to_one_reply(
 # -- change history across a restart ------------------------------------------------------------
 
 
-async def _churn(backend: RegistryBackend, base: int) -> None:
-    """Registrations, a re-registration, an eviction, a lost address, a renewal (no
-    change) and an unregistration."""
-
-    def at(i: int) -> tuple[str, int]:
-        return ("127.0.0.1", base + i)
-
-    await backend.register(("svc", "a"), [at(1), at(2)], TTL)
-    await backend.register(("svc", "b"), [at(3)], TTL)
-    await backend.register(("svc", "a"), [at(1), at(2)], TTL)
-    await backend.register(("other", "c"), [at(3)], TTL)  # evicts b (its only address)
-    await backend.delete_addr(at(2))  # a loses an address: updated
-    await backend.renew(("svc", "a"), TTL)
-    await backend.unregister(("other", "c"))
-
-
 async def test_a_reloaded_namespace_keeps_the_change_history(redis_server: RedisServer) -> None:
     """A registrar restarted on a namespace serves the changes its predecessor did, from
     revision 0, with the addresses of unregistered actors."""
     url = server_url(redis_server, new_ns())
     with trio.fail_after(20):
         async with opened_backend(url) as first:
-            await _churn(first, 33000)
+            await churn_history(first, lambda i: ("127.0.0.1", 33000 + i))
             live = await first.changes_since(0)
             revision = await first.revision()
         assert {c.kind for c in live} == {"registered", "updated", "unregistered"}
@@ -1430,7 +1409,7 @@ async def test_a_garbage_stream_row_restarts_the_history_after_it(
     url = server_url(redis_server, ns)
     with trio.fail_after(20):
         async with opened_backend(url) as first:
-            await _churn(first, 35000)
+            await churn_history(first, lambda i: ("127.0.0.1", 35000 + i))
             assert isinstance(first, RedisBackend)
             keys = first.keys
             live = await first.changes_since(0)

@@ -48,7 +48,7 @@ from tractor_reg.backends import (
 from tractor_reg.backends._sqlite import _NoLiteral, _sql_literal
 from tractor_reg.backends._sqlite_schema import latest_version
 
-from .conftest import FakeClock
+from .conftest import FakeClock, churn_history
 
 pytestmark = pytest.mark.sqlite
 
@@ -877,16 +877,9 @@ async def test_group_commit_of_500_concurrent_registrations(tmp_path: Path) -> N
 
 
 async def _churn(backend: SQLiteBackend) -> None:
-    """Registrations, a re-registration, an eviction, a lost address, an unregistration,
-    renewals (no change) and an expiry."""
-    await backend.register(("svc", "a"), [addr(1), addr(2)], TTL)
-    await backend.register(("svc", "b"), [addr(3)], TTL)
-    await backend.register(("svc", "a"), [addr(1), addr(2)], TTL)
-    await backend.register(("other", "c"), [addr(3)], TTL)  # evicts b (its only address)
-    await backend.delete_addr(addr(2))  # a loses an address: updated
-    await backend.renew(("svc", "a"), TTL)
+    """Every kind of change, expiry included (once the clock passes 0.5 s)."""
+    await churn_history(backend, addr)
     await backend.register(("short", "s"), [addr(4)], 0.5)
-    await backend.unregister(("other", "c"))
 
 
 async def test_a_reopened_store_keeps_the_change_history(tmp_path: Path, clock: FakeClock) -> None:

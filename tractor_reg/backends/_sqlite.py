@@ -452,11 +452,27 @@ class _Write:
     #: Per delete, the addresses the uid had (JSON), kept in its change row for history.
     deleted_addrs: list[str | None] = field(default_factory=list)
 
-    def delete_rows(self) -> list[tuple[Any, ...]]:
-        addrs = self.deleted_addrs or [None] * len(self.deletes)
+    def log_rows(self, addrs_text: Sequence[str]) -> list[tuple[Any, ...]]:
+        """The change rows (without seq and committed_at): deletions, then upserts, whose
+        addresses are ``addrs_text``."""
+        deleted = self.deleted_addrs or [None] * len(self.deletes)
         return [
             (self.revision, "delete", uid[0], uid[1], text, None, None, None, None, reason)
-            for (uid, reason), text in zip(self.deletes, addrs, strict=True)
+            for (uid, reason), text in zip(self.deletes, deleted, strict=True)
+        ] + [
+            (
+                self.revision,
+                "upsert",
+                e.name,
+                e.uuid,
+                text,
+                e.revision,
+                e.registered_at,
+                e.expires_at,
+                e.registrar,
+                reason,
+            )
+            for (e, reason), text in zip(self.upserts, addrs_text, strict=True)
         ]
 
 
@@ -481,21 +497,7 @@ async def _write_commit(conn: aiosqlite.Connection, write: _Write) -> int:
                     for (e, _), text in zip(write.upserts, addrs_text, strict=True)
                 ],
             )
-        log_rows: list[tuple[Any, ...]] = write.delete_rows() + [
-            (
-                write.revision,
-                "upsert",
-                e.name,
-                e.uuid,
-                text,
-                e.revision,
-                e.registered_at,
-                e.expires_at,
-                e.registrar,
-                reason,
-            )
-            for (e, reason), text in zip(write.upserts, addrs_text, strict=True)
-        ]
+        log_rows = write.log_rows(addrs_text)
         last_seq = 0
         # One multi-row INSERT ... RETURNING per chunk gives the new seqs in the same round
         # trip to aiosqlite's thread (a separate SELECT MAX(seq) would cost another).
@@ -587,21 +589,7 @@ def _write_script(
     script cannot carry exactly.
     """
     addrs_text = [_addrs_json(e) for e, _ in write.upserts]
-    log_rows: list[tuple[object, ...]] = write.delete_rows() + [
-        (
-            write.revision,
-            "upsert",
-            e.name,
-            e.uuid,
-            text,
-            e.revision,
-            e.registered_at,
-            e.expires_at,
-            e.registrar,
-            reason,
-        )
-        for (e, reason), text in zip(write.upserts, addrs_text, strict=True)
-    ]
+    log_rows = write.log_rows(addrs_text)
     # Explicit seqs: the change rows are numbered right after the last one we know.
     numbered = [(seq + i, *row, write.now) for i, row in enumerate(log_rows, 1)]
     parts = [
