@@ -548,6 +548,17 @@ async def test_concurrent_registers_and_unregisters_stay_consistent(
 
 # -- bad input -----------------------------------------------------------------------------
 
+
+class Liar(str):
+    """A str subclass that claims to be plain ASCII text."""
+
+    def isascii(self) -> bool:
+        return True
+
+    def encode(self, *args: Any, **kwargs: Any) -> bytes:
+        return b"fine"
+
+
 BAD_UIDS: list[Any] = [
     None,
     "alpha",
@@ -562,6 +573,7 @@ BAD_UIDS: list[Any] = [
     {"alpha": "u1"},
     ("alpha\ud800", "u1"),  # a lone surrogate: no store can encode it
     ("alpha", "\udfff"),
+    (Liar("alpha\ud800"), "u1"),
 ]
 
 BAD_ADDRS: list[Any] = [
@@ -587,6 +599,7 @@ BAD_ADDRS: list[Any] = [
     [A1, "oops"],
     [("h\ud800", 1)],
     [("/tmp", "s\ud800.sock")],
+    [(Liar("h\ud800"), 1)],
 ]
 
 BAD_ADDR: list[Any] = [

@@ -1429,3 +1429,29 @@ async def test_a_garbage_stream_row_restarts_the_history_after_it(
                 await second.changes_since(broken - 1)
             assert await second.changes_since(broken) == [c for c in live if c.revision > broken]
             assert await second.entries() == entries  # the table itself is unaffected
+
+
+@pytest.mark.parametrize("size", [1_000, LARGE], ids=["one-reply", "paged"])
+async def test_a_store_rolled_back_to_an_older_copy_expires_the_watchers_between(
+    redis_server: RedisServer, size: int
+) -> None:
+    """Redis back with an older copy (a restored snapshot, a lagging replica): a watcher
+    positioned between the store's revision and the view's must learn that its
+    history is gone (ChangesExpired), whichever way the namespace is reloaded."""
+    url = server_url(redis_server, new_ns())
+    with trio.fail_after(90):
+        async with opened_backend(url) as backend:
+            assert isinstance(backend, RedisBackend)
+            await fill(backend, size)
+            old = await backend.revision()
+            with client_for(redis_server.port) as client:
+                saved = {k: client.dump(k) for k in backend.keys.values() if client.exists(k)}
+            for i in range(50):
+                await backend.register(("later", f"l{i}"), [("127.0.0.1", 36000 + i)], TTL)
+            with client_for(redis_server.port) as client:
+                for key, value in saved.items():
+                    client.restore(key, 0, value, replace=True)
+            await backend.poll()  # the store is behind: a reload
+            assert await backend.get(("later", "l30")) is None
+            with pytest.raises(ChangesExpired):
+                await backend.changes_since(old + 20)

@@ -1012,6 +1012,29 @@ async def test_readers_never_see_a_half_reloaded_view(tmp_path: Path) -> None:
             assert await b.count() == after
 
 
+async def test_a_cancelled_reload_leaves_no_read_transaction_open(tmp_path: Path) -> None:
+    """poll() cancelled in the middle of a full reload must end its read snapshot: one
+    left open would freeze what this backend sees of the file."""
+    path = tmp_path / "registry.db"
+    opts = {"change_retention": 1000, "synchronous": "normal"}
+    async with sqlite_backend(path, **opts) as a, sqlite_backend(path, **opts) as b:
+        with trio.fail_after(120):
+            for i in range(24):
+                # Put b behind the pruned log: one big batch, then commits up to a prune.
+                async with trio.open_nursery() as nursery:
+                    for j in range(1100):
+                        uid = ("spin", f"s{j}")
+                        nursery.start_soon(a.register, uid, [addr(6000 + j)], TTL)
+                for j in range(256):
+                    await a.register(("tick", "t"), [addr(9000 + j % 2)], TTL)
+                with trio.move_on_after((i % 12) * 0.0006):
+                    await b.poll()
+                probe = await a.register(("probe", f"p{i}"), [addr(8000 + i)], TTL)
+                await b.poll()
+                assert await b.get(("probe", f"p{i}")) == probe, f"iteration {i}"
+        await assert_consistent(a, b)
+
+
 async def test_a_backend_opened_on_an_empty_log_that_fell_behind_reloads(tmp_path: Path) -> None:
     path = tmp_path / "registry.db"
     opts = {"change_retention": 1000, "synchronous": "normal"}

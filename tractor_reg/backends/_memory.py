@@ -58,10 +58,11 @@ def _invalid(msg: str) -> NoReturn:
 def _storable(text: str) -> bool:
     """Whether ``text`` can be stored: UTF-8 has no encoding of a lone surrogate, so no
     durable store can keep one (and it would fail a whole batch of writes there)."""
-    if text.isascii():
+    # str's own methods: a subclass cannot answer for what gets stored.
+    if str.isascii(text):
         return True
     try:
-        text.encode()
+        str.encode(text)
     except UnicodeEncodeError:
         return False
     return True
@@ -75,6 +76,7 @@ def _check_uid(uid: object) -> Uid:
         _invalid(f"uid name must be a non-empty str, got {name!r} in uid {uid!r}")
     if not isinstance(uuid, str) or not uuid:
         _invalid(f"uid uuid must be a non-empty str, got {uuid!r} in uid {uid!r}")
+    name, uuid = str.__str__(name), str.__str__(uuid)  # plain str: checked is stored
     if not (_storable(name) and _storable(uuid)):
         _invalid(f"uid {uid!r} is not valid Unicode text (a lone surrogate)")
     return (name, uuid)
@@ -86,6 +88,9 @@ def _check_addr(addr: object) -> AddrTuple:
     first, second = addr
     if not isinstance(first, str):
         _invalid(f"address element 0 must be a str, got {first!r} in {addr!r}")
+    first = str.__str__(first)  # a plain str: what is checked is what is stored
+    if isinstance(second, str):
+        second = str.__str__(second)
     if not _storable(first) or (isinstance(second, str) and not _storable(second)):
         _invalid(f"address {addr!r} is not valid Unicode text (a lone surrogate)")
     if isinstance(second, bool):
@@ -94,11 +99,11 @@ def _check_addr(addr: object) -> AddrTuple:
         if not 0 <= second <= _MAX_PORT:
             _invalid(f"TCP port must be in 0..{_MAX_PORT}, got {second!r} in {addr!r}")
         # Hosts and socket directories repeat across entries: one string object each.
-        return (sys.intern(str(first)), int(second))
+        return (sys.intern(first), int(second))
     if isinstance(second, str):
         if not second:
             _invalid(f"UDS filename must be a non-empty str in {addr!r}")
-        return (sys.intern(str(first)), second)
+        return (sys.intern(first), second)
     _invalid(f"address element 1 must be an int port or a str filename, got {second!r}")
 
 
@@ -490,7 +495,7 @@ class MemoryBackend:
             revision=self._revision,
             registered_at=registered_at,
             expires_at=expires_at,
-            registrar=sys.intern(str(registrar)),
+            registrar=sys.intern(str.__str__(registrar)),
         )
         # pop + insert moves the uid to the end of both orderings (newest revision last)
         self._entries.pop(key, None)

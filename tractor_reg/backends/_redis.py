@@ -892,11 +892,15 @@ class RedisBackend(ReplicatedBackend):
         # records nothing for a row whose entry the scan already missed (deleted
         # between the first head and the scan), so its log alone would have holes.
         history = await self._history_upto(end_id, end_revision)
+        # Redis behind the view (restored from an older copy): keep the history _install
+        # keeps, so watchers between the two revisions get ChangesExpired, not silence.
+        behind = revision < self._view.current_revision
         self._install(entries, revision, seq, last_id, ([], revision))
         self._apply_rows(rows)
         self._seq, self._last_id = end_seq, end_id
         self._view.apply_revision(end_revision)
-        self._view.load_history(*history)
+        if not behind:
+            self._view.load_history(*history)
         log.debug(
             "namespace %r: loaded in pages; replayed %d changes committed during the load",
             self.options.namespace,

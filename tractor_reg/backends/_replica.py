@@ -306,6 +306,12 @@ class ReplicatedBackend:
                                     queued.error = failure
                         finally:
                             for queued in batch:
+                                if queued.error is None and not queued.answered:
+                                    # Interrupted (KeyboardInterrupt, say): whether it
+                                    # was stored is unknown, and must not read as success.
+                                    queued.error = BackendError(
+                                        f"{self.scheme} backend: the write's outcome is unknown"
+                                    )
                                 queued.done.set()
             finally:
                 self._leading = False

@@ -341,6 +341,17 @@ async def _snapshot_open(conn: aiosqlite.Connection) -> _Snapshot:
     return _Snapshot(revision, seq, cursor, own_txn)
 
 
+async def _end_read(conn: aiosqlite.Connection) -> None:
+    """End a read transaction a cancelled :func:`_snapshot_open` may have begun: its
+    BEGIN can still run after the caller stopped waiting, so roll back in any case (in
+    queue order, after it), and take "no transaction" as done."""
+    try:
+        await conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if "no transaction" not in str(exc):
+            raise
+
+
 async def _snapshot_page(snap: _Snapshot) -> list[tuple[Any, ...]]:
     # The connection has no row factory: the rows are plain tuples.
     return cast(list[tuple[Any, ...]], list(await snap.cursor.fetchmany(_SNAPSHOT_PAGE)))
@@ -830,8 +841,12 @@ class SQLiteBackend(ReplicatedBackend):
         leaves the previous one in place."""
         conn = self._require_conn()
         entries: list[Entry] = []
-        snap = await self._bridge.run(_snapshot_open, conn)
+        # Inside a write transaction (a writer that fell behind) the snapshot is that
+        # transaction's, and its owner ends it.
+        own_txn = not conn.in_transaction
+        snap: _Snapshot | None = None
         try:
+            snap = await self._bridge.run(_snapshot_open, conn)
             while rows := await self._bridge.run(_snapshot_page, snap):
                 for row in rows:
                     try:
@@ -845,9 +860,13 @@ class SQLiteBackend(ReplicatedBackend):
         finally:
             with trio.CancelScope(shield=True):
                 try:
-                    await self._bridge.run(_snapshot_close, conn, snap)
+                    if snap is not None:
+                        await self._bridge.run(_snapshot_close, conn, snap)
+                    elif own_txn:
+                        await self._bridge.run(_end_read, conn)
                 except Exception as exc:  # noqa: BLE001 - a read-only snapshot: nothing to lose
                     log.warning("%s: ending the snapshot read failed: %s", self.path, exc)
+        assert snap is not None  # the try above either set it or raised
         changes, floor = build_history(map(_history_row, history), snap.revision)
         del history
         self._view.reset()
