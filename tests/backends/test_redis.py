@@ -1373,14 +1373,17 @@ async def test_a_reloaded_namespace_keeps_the_change_history(redis_server: Redis
     with trio.fail_after(20):
         async with opened_backend(url) as first:
             await churn_history(first, lambda i: ("127.0.0.1", 33000 + i))
-            live = await first.changes_since(0)
+            await fill(first, 2_500)  # more rows than one page of the history read
+            live = await first.changes_since(0, limit=100_000)
             revision = await first.revision()
         assert {c.kind for c in live} == {"registered", "updated", "unregistered"}
         assert all(c.addrs for c in live)
         async with opened_backend(url) as second:
-            assert await second.changes_since(0) == live
+            assert await second.changes_since(0, limit=100_000) == live
             middle = live[len(live) // 2].revision
-            assert await second.changes_since(middle) == [c for c in live if c.revision > middle]
+            assert await second.changes_since(middle, limit=100_000) == [
+                c for c in live if c.revision > middle
+            ]
             entry = await second.register(("later", "l"), [("127.0.0.1", 33100)], TTL)
             assert (await second.changes_since(revision))[-1].revision == entry.revision
 

@@ -987,9 +987,19 @@ class RedisBackend(ReplicatedBackend):
         if last_id in ("", "0-0"):
             return [], revision
         conn = self._require_conn()
-        rows = await self._call(conn.xrevrange, self.keys["changes"], last_id, "-", _HISTORY_ROWS)
-        rows.reverse()
-        return build_history([_history_row(fields) for _, fields in rows], revision)
+        items: list[HistoryRow | Unreadable] = []  # newest first
+        high = last_id
+        while len(items) < _HISTORY_ROWS:
+            # In pages, each turned into compact rows at once: one reply of 10,000 raw
+            # stream entries would briefly cost tens of MB.
+            count = min(_LOAD_PAGE, _HISTORY_ROWS - len(items))
+            page = await self._call(conn.xrevrange, self.keys["changes"], high, "-", count)
+            items.extend(_history_row(fields) for _, fields in page)
+            if len(page) < count:
+                break
+            high = "(" + _text(page[-1][0])
+        items.reverse()
+        return build_history(items, revision)
 
     # -- writes --------------------------------------------------------------------------
 
