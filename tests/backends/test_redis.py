@@ -687,6 +687,30 @@ async def test_missing_password(password_server: RedisServer) -> None:
     assert await stored(good) == before
 
 
+async def test_a_user_without_the_needed_permissions_is_not_authorised(
+    password_server: RedisServer,
+) -> None:
+    """An ACL user that may not run the scripts: a clear StoreUnavailable ("not
+    authorised"), not a generic Redis error; the stored registry is untouched."""
+    ns = new_ns()
+    good = server_url(password_server, ns, **FAST)
+    async with opened_backend(good) as healthy:
+        await register_some(healthy)
+    before = await stored(good)
+    with client_for(password_server.port, RIGHT_PW) as client:
+        client.execute_command(
+            "ACL", "SETUSER", "limited", "on", ">limited-pw", "~*", "&*", "+@all", "-evalsha"
+        )
+    url = url_of(
+        f"redis://limited:limited-pw@127.0.0.1:{password_server.port}/0", namespace=ns, **FAST
+    )
+    exc = await open_failure(url)
+    assert isinstance(exc, StoreUnavailable), exc
+    assert "not authorised" in str(exc), str(exc)
+    assert "limited-pw" not in str(exc)
+    assert await stored(good) == before
+
+
 async def test_unreachable_host_fails_fast(redis_server: RedisServer) -> None:
     ns = new_ns()
     good = server_url(redis_server, ns)

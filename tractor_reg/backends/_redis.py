@@ -502,8 +502,10 @@ def _translate(exc: BaseException, opts: RedisOptions) -> Exception:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, rex.AuthenticationError | rex.AuthenticationWrongNumberOfArgsError):
         return StoreUnavailable(f"{where}: authentication failed: {text}")
-    if isinstance(exc, rex.ResponseError) and (
-        "NOAUTH" in text or "WRONGPASS" in text or "NOPERM" in text
+    # redis-py strips the error code (NOPERM, NOAUTH, ...) from the message and raises
+    # a class per code instead: match the class, not the text.
+    if isinstance(exc, rex.NoPermissionError) or (
+        isinstance(exc, rex.ResponseError) and ("NOAUTH" in text or "WRONGPASS" in text)
     ):
         return StoreUnavailable(f"{where}: not authorised: {text}")
     if isinstance(exc, rex.InvalidResponse | rex.DataError) or "Protocol" in type(exc).__name__:

@@ -857,6 +857,10 @@ class SQLiteBackend(ReplicatedBackend):
                 del rows
             # Watchers resume across a restart: the retained change rows are the history.
             history = await self._bridge.run(_history_rows, conn, snap.seq, _HISTORY_ROWS)
+        except TractorRegError:
+            raise
+        except Exception as exc:
+            raise translate(exc, self.path) from exc
         finally:
             with trio.CancelScope(shield=True):
                 try:
