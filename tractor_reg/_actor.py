@@ -743,12 +743,7 @@ class Actor:
                     reply = self._error_reply(call.cid, exc)
             if reply is None:
                 return  # cancelled by the caller or by channel teardown: nobody waits
-            try:
-                await chan.send(reply)
-            except (TypeError, msgspec.EncodeError) as exc:
-                await chan.send(self._error_reply(call.cid, exc, "return value not serialisable: "))
-        except TransportClosed:
-            pass
+            await self._send_reply(chan, call.cid, reply)
         finally:
             self._calls.get(chan, {}).pop(call.cid, None)
         if call.ns == "self" and call.func == "cancel":
@@ -764,11 +759,16 @@ class Actor:
             reply = Return(cid=call.cid, value=result)
         except Exception as exc:  # noqa: BLE001 - boxed and sent to the caller
             reply = self._error_reply(call.cid, exc)
+        await self._send_reply(chan, call.cid, reply)
+
+    async def _send_reply(self, chan: Channel, cid: int, reply: Return | Error) -> None:
+        """Send a call's answer; a return value that cannot be encoded goes back as an
+        error instead. A closed channel means nobody is waiting for it."""
         try:
             try:
                 await chan.send(reply)
             except (TypeError, msgspec.EncodeError) as exc:
-                await chan.send(self._error_reply(call.cid, exc, "return value not serialisable: "))
+                await chan.send(self._error_reply(cid, exc, "return value not serialisable: "))
         except TransportClosed:
             pass
 

@@ -1150,51 +1150,36 @@ async def test_a_file_that_is_not_a_database_is_refused_untouched(
     assert digest(path) == before
 
 
-def _foreign_plain(path: Path) -> None:
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
-    conn.execute("INSERT INTO users (name) VALUES ('ada'), ('grace')")
-    conn.commit()
-    conn.close()
+FOREIGN_DATABASES: dict[str, list[str]] = {
+    "foreign": [
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)",
+        "INSERT INTO users (name) VALUES ('ada'), ('grace')",
+    ],
+    "foreign-wal": [
+        "PRAGMA journal_mode = WAL",
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL)",
+        "INSERT INTO orders (total) VALUES (1.5)",
+    ],
+    # another application that also uses user_version
+    "foreign-versioned": ["CREATE TABLE settings (k TEXT, v TEXT)", "PRAGMA user_version = 1"],
+    # another application's table that happens to be called ``entries``
+    "foreign-entries-table": [
+        "CREATE TABLE entries (id INTEGER PRIMARY KEY, body TEXT)",
+        "INSERT INTO entries (body) VALUES ('dear diary')",
+    ],
+}
 
 
-def _foreign_wal(path: Path) -> None:
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL)")
-    conn.execute("INSERT INTO orders (total) VALUES (1.5)")
-    conn.commit()
-    conn.close()
-
-
-def _foreign_with_version(path: Path) -> None:
-    """Another application that also uses user_version."""
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE settings (k TEXT, v TEXT)")
-    conn.execute("PRAGMA user_version = 1")
-    conn.commit()
-    conn.close()
-
-
-def _foreign_same_table_name(path: Path) -> None:
-    """Another application's table that happens to be called ``entries``."""
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE entries (id INTEGER PRIMARY KEY, body TEXT)")
-    conn.execute("INSERT INTO entries (body) VALUES ('dear diary')")
-    conn.commit()
-    conn.close()
-
-
-@pytest.mark.parametrize(
-    "make",
-    [_foreign_plain, _foreign_wal, _foreign_with_version, _foreign_same_table_name],
-    ids=["foreign", "foreign-wal", "foreign-versioned", "foreign-entries-table"],
-)
+@pytest.mark.parametrize("statements", FOREIGN_DATABASES.values(), ids=FOREIGN_DATABASES.keys())
 async def test_another_applications_database_is_refused_untouched(
-    tmp_path: Path, make: Callable[[Path], None]
+    tmp_path: Path, statements: list[str]
 ) -> None:
     path = tmp_path / "app.db"
-    make(path)
+    conn = sqlite3.connect(path)
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
     before = digest(path)
     version = query(path, "PRAGMA user_version")
     backend = open_backend(url_of(path))

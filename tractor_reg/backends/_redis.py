@@ -845,7 +845,9 @@ class RedisBackend(ReplicatedBackend):
                 entries.append(entry)
         del flat, reply
         history = await self._history_upto(last_id, revision)
-        self._install(entries, revision, seq, last_id, history)
+        if self._install(entries, revision, seq, last_id):
+            # Watchers resume across a restart: the stream's newest rows are the history.
+            self._view.load_history(*history)
 
     async def _load_paged(self, revision: int, seq: int, last_id: str) -> bool:
         """Load the hash with HSCAN, then replay the changes committed meanwhile.
@@ -894,14 +896,11 @@ class RedisBackend(ReplicatedBackend):
         # records nothing for a row whose entry the scan already missed (deleted
         # between the first head and the scan), so its log alone would have holes.
         history = await self._history_upto(end_id, end_revision)
-        # Redis behind the view (restored from an older copy): keep the history _install
-        # keeps, so watchers between the two revisions get ChangesExpired, not silence.
-        behind = revision < self._view.current_revision
-        self._install(entries, revision, seq, last_id, ([], revision))
+        keep_history = self._install(entries, revision, seq, last_id)
         self._apply_rows(rows)
         self._seq, self._last_id = end_seq, end_id
         self._view.apply_revision(end_revision)
-        if not behind:
+        if keep_history:
             self._view.load_history(*history)
         log.debug(
             "namespace %r: loaded in pages; replayed %d changes committed during the load",
@@ -962,15 +961,14 @@ class RedisBackend(ReplicatedBackend):
             )
             return None
 
-    def _install(
-        self,
-        entries: list[Entry],
-        revision: int,
-        seq: int,
-        last_id: str,
-        history: tuple[list[Change], int],
-    ) -> None:
-        """Make ``entries`` the view in one step (no await: readers never see half)."""
+    def _install(self, entries: list[Entry], revision: int, seq: int, last_id: str) -> bool:
+        """Make ``entries`` the view in one step (no await: readers never see half).
+
+        Returns whether the stream's history may become the view's: not when Redis is
+        behind the view (restored from an older copy), so that watchers between the two
+        revisions get ChangesExpired rather than silence.
+        """
+        behind = revision < self._view.current_revision
         entries.sort(key=_revision_of)  # the view orders each name's entries by revision
         self._view.reset()
         for entry in entries:
@@ -978,11 +976,8 @@ class RedisBackend(ReplicatedBackend):
         self._seq, self._last_id = seq, last_id
         self._view.apply_revision(revision)
         self._view.start_history(max(revision, self._view.current_revision))
-        changes, floor = history
-        if revision >= self._view.current_revision:
-            # Watchers resume across a restart: the stream's newest rows are the history.
-            self._view.load_history(changes, floor)
         self._synced_at = time.time()
+        return not behind
 
     async def _history_upto(self, last_id: str, revision: int) -> tuple[list[Change], int]:
         """The change history kept in the stream up to ``last_id`` (the loaded head)."""

@@ -293,25 +293,24 @@ class ReplicatedBackend:
                     while self._queue:
                         await trio.lowlevel.checkpoint()  # let concurrent writers queue
                         batch, self._queue = self._queue, []
+                        # Every writer of the batch must hear how it ended, not only this
+                        # task: an op left without an answer gets an error, never None.
+                        failure: BackendError | None = None
                         try:
                             await self._commit_batch(batch)
                         except Exception as exc:
-                            # A bug, not a store error (those are answers): every writer
-                            # of the batch hears of it, not only this task.
+                            # A bug, not a store error (those are answers).
                             log.exception("%s backend: committing a batch failed", self.scheme)
                             failure = BackendError(f"{self.scheme} backend failed: {exc!r}")
                             failure.__cause__ = exc
-                            for queued in batch:
-                                if queued.error is None and not queued.answered:
-                                    queued.error = failure
                         finally:
                             for queued in batch:
                                 if queued.error is None and not queued.answered:
-                                    # Interrupted (KeyboardInterrupt, say): whether it
-                                    # was stored is unknown, and must not read as success.
-                                    queued.error = BackendError(
-                                        f"{self.scheme} backend: the write's outcome is unknown"
-                                    )
+                                    if failure is None:  # interrupted (KeyboardInterrupt)
+                                        failure = BackendError(
+                                            f"{self.scheme} backend: the write's outcome is unknown"
+                                        )
+                                    queued.error = failure
                                 queued.done.set()
             finally:
                 self._leading = False

@@ -22,6 +22,7 @@ Design:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -78,6 +79,12 @@ DEFAULT_POLL_INTERVAL = 0.1
 DEFAULT_CHANGE_RETENTION = 100_000
 
 _ENTRY_COLUMNS = "name, uuid, addrs, revision, registered_at, expires_at, registrar"
+#: What an INSERT INTO entries does with a uid already stored.
+_ENTRY_UPSERT = (
+    "ON CONFLICT (name, uuid) DO UPDATE SET addrs = excluded.addrs, "
+    "revision = excluded.revision, registered_at = excluded.registered_at, "
+    "expires_at = excluded.expires_at, registrar = excluded.registrar"
+)
 
 
 # -- URL --------------------------------------------------------------------------------
@@ -314,14 +321,12 @@ async def _text_encoding(conn: aiosqlite.Connection) -> str:
     return _CODECS.get(name, "utf-8")
 
 
-async def _snapshot_open(conn: aiosqlite.Connection) -> _Snapshot:
+async def _snapshot_open(conn: aiosqlite.Connection, own_txn: bool) -> _Snapshot:
     """Start reading every row, with the revision and change-log position of the same
-    read snapshot.
-
-    Inside a write transaction already (a writer that fell behind the pruned log) the
-    snapshot is that transaction's. Close it with :func:`_snapshot_close`.
+    read snapshot, in a read transaction of its own if ``own_txn``; else inside the
+    caller's (a writer that fell behind the pruned log). Close it with
+    :func:`_snapshot_close`.
     """
-    own_txn = not conn.in_transaction
     if own_txn:
         await conn.execute("BEGIN")
     opened = False
@@ -463,9 +468,20 @@ class _Write:
     #: Per delete, the addresses the uid had (JSON), kept in its change row for history.
     deleted_addrs: list[str | None] = field(default_factory=list)
 
-    def log_rows(self, addrs_text: Sequence[str]) -> list[tuple[Any, ...]]:
-        """The change rows (without seq and committed_at): deletions, then upserts, whose
-        addresses are ``addrs_text``."""
+    @functools.cached_property
+    def addrs_text(self) -> list[str]:
+        """Each upsert's addresses as the JSON text stored in both tables."""
+        return [_addrs_json(e) for e, _ in self.upserts]
+
+    def entry_rows(self) -> list[tuple[Any, ...]]:
+        """The ``entries`` rows of the upserts, in ``_ENTRY_COLUMNS`` order."""
+        return [
+            (e.name, e.uuid, text, e.revision, e.registered_at, e.expires_at, e.registrar)
+            for (e, _), text in zip(self.upserts, self.addrs_text, strict=True)
+        ]
+
+    def log_rows(self) -> list[tuple[Any, ...]]:
+        """The change rows (without seq and committed_at): deletions, then upserts."""
         deleted = self.deleted_addrs or [None] * len(self.deletes)
         return [
             (self.revision, "delete", uid[0], uid[1], text, None, None, None, None, reason)
@@ -483,7 +499,7 @@ class _Write:
                 e.registrar,
                 reason,
             )
-            for (e, reason), text in zip(self.upserts, addrs_text, strict=True)
+            for (e, reason), text in zip(self.upserts, self.addrs_text, strict=True)
         ]
 
 
@@ -496,19 +512,13 @@ async def _write_commit(conn: aiosqlite.Connection, write: _Write) -> int:
                 "DELETE FROM entries WHERE name = ? AND uuid = ?",
                 [(uid[0], uid[1]) for uid, _ in write.deletes],
             )
-        addrs_text = [_addrs_json(e) for e, _ in write.upserts]
         if write.upserts:
             await conn.executemany(
                 f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (name, uuid) DO UPDATE SET addrs = excluded.addrs, "
-                "revision = excluded.revision, registered_at = excluded.registered_at, "
-                "expires_at = excluded.expires_at, registrar = excluded.registrar",
-                [
-                    (e.name, e.uuid, text, e.revision, e.registered_at, e.expires_at, e.registrar)
-                    for (e, _), text in zip(write.upserts, addrs_text, strict=True)
-                ],
+                + _ENTRY_UPSERT,
+                write.entry_rows(),
             )
-        log_rows = write.log_rows(addrs_text)
+        log_rows = write.log_rows()
         last_seq = 0
         # One multi-row INSERT ... RETURNING per chunk gives the new seqs in the same round
         # trip to aiosqlite's thread (a separate SELECT MAX(seq) would cost another).
@@ -599,8 +609,7 @@ def _write_script(
     its transaction, with an IntegrityError. Raises :class:`_NoLiteral` for a value a
     script cannot carry exactly.
     """
-    addrs_text = [_addrs_json(e) for e, _ in write.upserts]
-    log_rows = write.log_rows(addrs_text)
+    log_rows = write.log_rows()
     # Explicit seqs: the change rows are numbered right after the last one we know.
     numbered = [(seq + i, *row, write.now) for i, row in enumerate(log_rows, 1)]
     parts = [
@@ -622,16 +631,9 @@ def _write_script(
     if write.upserts:
         parts.append(
             f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES "
-            + _rows_sql(
-                [
-                    (e.name, e.uuid, text, e.revision, e.registered_at, e.expires_at, e.registrar)
-                    for (e, _), text in zip(write.upserts, addrs_text, strict=True)
-                ],
-                encoding,
-            )
-            + " ON CONFLICT (name, uuid) DO UPDATE SET addrs = excluded.addrs, "
-            "revision = excluded.revision, registered_at = excluded.registered_at, "
-            "expires_at = excluded.expires_at, registrar = excluded.registrar"
+            + _rows_sql(write.entry_rows(), encoding)
+            + " "
+            + _ENTRY_UPSERT
         )
     if numbered:
         parts.append(
@@ -846,7 +848,7 @@ class SQLiteBackend(ReplicatedBackend):
         own_txn = not conn.in_transaction
         snap: _Snapshot | None = None
         try:
-            snap = await self._bridge.run(_snapshot_open, conn)
+            snap = await self._bridge.run(_snapshot_open, conn, own_txn)
             while rows := await self._bridge.run(_snapshot_page, snap):
                 for row in rows:
                     try:
