@@ -989,10 +989,13 @@ async def test_readers_never_see_a_half_reloaded_view(tmp_path: Path) -> None:
             after = await a.count()
             seen: set[int] = set()
             wrong: list[object] = []
+            reads = 0
             done = trio.Event()
 
             async def read() -> None:
+                nonlocal reads
                 while not done.is_set():
+                    reads += 1
                     seen.add(await b.count())
                     if await b.lookup("first") != first:
                         wrong.append("lookup")
@@ -1000,13 +1003,18 @@ async def test_readers_never_see_a_half_reloaded_view(tmp_path: Path) -> None:
                         await b.changes_since(revision)
                     except ChangesExpired:
                         pass  # allowed: the new history may start later
-                    await trio.lowlevel.checkpoint()
+                    # Pace the reads: a loop that never blocks holds the GIL, and
+                    # aiosqlite's thread then gets it only once per switch interval (5 ms)
+                    # for each row it fetches - the reload would take seconds. A real
+                    # registrar blocks on its sockets between requests.
+                    await trio.sleep(0.0002)
 
             with trio.fail_after(30):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(read)
                     await b.poll()  # falls behind the pruned log: a full reload
                     done.set()
+            assert reads > 3, "the reads should interleave with the reload's awaits"
             assert seen <= {before, after}, sorted(seen)
             assert not wrong
             assert await b.count() == after

@@ -372,16 +372,16 @@ async def _snapshot_close(conn: aiosqlite.Connection, snap: _Snapshot) -> None:
 
 _HEAD_SQL = (
     "SELECT (SELECT value FROM meta WHERE key = 'revision'), "
-    "(SELECT COALESCE(MAX(seq), 0) FROM changes)"
+    "(SELECT COALESCE(MAX(seq), 0) FROM changes), (SELECT MIN(seq) FROM changes)"
 )
 
 
-async def _head(conn: aiosqlite.Connection) -> tuple[int, int]:
-    """(store revision, last change seq)."""
+async def _head(conn: aiosqlite.Connection) -> tuple[int, int, int | None]:
+    """(store revision, last change seq, first retained change seq or None)."""
     row = next(iter(await conn.execute_fetchall(_HEAD_SQL)), None)
     if row is None:
-        return 0, 0
-    return int(row[0] or 0), int(row[1] or 0)
+        return 0, 0, None
+    return int(row[0] or 0), int(row[1] or 0), None if row[2] is None else int(row[2])
 
 
 async def _history_rows(conn: aiosqlite.Connection, upto_seq: int, limit: int) -> list[Any]:
@@ -417,9 +417,13 @@ def _history_row(row: Sequence[Any]) -> HistoryRow | Unreadable:
 async def _changes_since(conn: aiosqlite.Connection, seq: int) -> _Delta:
     # Every statement is a round trip to aiosqlite's thread: look at the head first,
     # since usually (always, with one registrar on the file) nothing new was committed.
-    revision, top = await _head(conn)
+    revision, top, first = await _head(conn)
     if top <= seq:
         return _Delta(gap=False, revision=revision)
+    if first is not None and first > seq + 1:
+        # Rows we never saw were pruned: the caller reloads, so fetching the rest of
+        # the log would be wasted (each row fetched costs a GIL hand-over to this thread).
+        return _Delta(gap=True)
     rows = [
         tuple(r)
         for r in await conn.execute_fetchall(
@@ -431,8 +435,8 @@ async def _changes_since(conn: aiosqlite.Connection, seq: int) -> _Delta:
     if not rows or rows[0][0] != seq + 1:
         # Rows we never saw were pruned (or a seq was skipped by a rolled back insert):
         # tell the caller whether the log still covers everything after `seq`.
-        first = next(iter(await conn.execute_fetchall("SELECT MIN(seq) FROM changes")), None)
-        if first is None or first[0] is None or int(first[0]) > seq + 1:
+        low = next(iter(await conn.execute_fetchall("SELECT MIN(seq) FROM changes")), None)
+        if low is None or low[0] is None or int(low[0]) > seq + 1:
             return _Delta(gap=True)
     return _Delta(gap=False, rows=rows, revision=revision)
 
@@ -537,7 +541,7 @@ async def _write_commit(conn: aiosqlite.Connection, write: _Write) -> int:
         if write.prune_below is not None:
             await conn.execute("DELETE FROM changes WHERE seq < ?", (write.prune_below,))
         if not log_rows:
-            _, last_seq = await _head(conn)
+            _, last_seq, _ = await _head(conn)
         await conn.execute("COMMIT")
         committed = True
     finally:
