@@ -1,19 +1,24 @@
-"""Start helper OS processes for tests and make sure they are gone afterwards."""
+"""Start helper OS processes for tests and make sure they are gone afterwards; start
+registrar processes over a shared store and ask them what they know."""
 
 from __future__ import annotations
 
 import os
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import ExitStack, asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import tractor_reg
+from tests.conftest import free_port
+from tests.rpc_targets.hostile import RawPeer, client
 
 T = TypeVar("T")
 
@@ -248,3 +253,131 @@ async def eventually(
                 f"{what}: not within {timeout}s; last seen {last!r}{stderr_tails(procs)}"
             )
         await trio.sleep(0.02)
+
+
+async def always(
+    what: str,
+    probe: Callable[[], Awaitable[T]],
+    ok: Callable[[T], bool],
+    window: float,
+    *procs: Proc,
+) -> int:
+    """Check ``ok(probe())`` again and again for ``window`` seconds; fail on the first miss.
+
+    A bounded observation window (the property must hold throughout), not a wait for
+    state. Returns how many observations were made.
+    """
+    import trio
+
+    start = trio.current_time()
+    seen = 0
+    while trio.current_time() < start + window:
+        last = await probe()
+        seen += 1
+        if not ok(last):
+            raise AssertionError(
+                f"{what}: broken {trio.current_time() - start:.2f}s into a {window}s window "
+                f"(observation {seen}); saw {last!r}{stderr_tails(procs)}"
+            )
+        await trio.sleep(0.05)
+    return seen
+
+
+def equals(want: object) -> Callable[[object], bool]:
+    return lambda got: got == want
+
+
+# -- registrars over a shared store ---------------------------------------------------------
+
+#: The registrars' own lease (they register in the store they serve, like any actor). Long
+#: by default: a registrar's own renewals are writes, which would bring its view up to date
+#: as a side effect and hide how it follows the other registrar's writes.
+REGISTRAR_TTL = 60.0
+#: How often a SQLite registrar re-reads the file: another process's write is visible
+#: within about this long (s).
+SQLITE_POLL = 0.05
+
+
+def sqlite_url(db: Path, **options: str) -> str:
+    query = "&".join(f"{k}={v}" for k, v in {"poll_interval": str(SQLITE_POLL), **options}.items())
+    return f"sqlite:///{db}?{query}"  # db is absolute: sqlite:////abs/path.db
+
+
+def integrity(db: Path) -> str:
+    """SQLite's own ``PRAGMA integrity_check`` of the file (``"ok"`` when sound)."""
+    conn = sqlite3.connect(db)
+    try:
+        return ";".join(str(row[0]) for row in conn.execute("PRAGMA integrity_check"))
+    finally:
+        conn.close()
+
+
+def new_addr() -> tractor_reg.TCPAddress:
+    return tractor_reg.TCPAddress("127.0.0.1", free_port())
+
+
+def serve_argv(
+    url: str, addr: tractor_reg.TCPAddress, lease_ttl: float = REGISTRAR_TTL
+) -> list[str]:
+    """A registrar named ``reg`` serving ``addr`` over the store at ``url``."""
+    return registrar_argv(
+        str(addr), extra=["--backend", url, "--lease-ttl", str(lease_ttl), "--name", "reg"]
+    )
+
+
+@contextmanager
+def registrars(
+    url: str, count: int = 2, lease_ttl: float = REGISTRAR_TTL
+) -> Iterator[list[tuple[tractor_reg.TCPAddress, Proc]]]:
+    """``count`` registrars on different ports over one store, up (READY) when yielded."""
+    addrs = [new_addr() for _ in range(count)]
+    with ExitStack() as stack:
+        procs = [stack.enter_context(spawn(serve_argv(url, a, lease_ttl))) for a in addrs]
+        for proc in procs:
+            wait_ready(proc)
+        yield list(zip(addrs, procs, strict=True))
+
+
+# -- asking the registrars ------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def reader(addr: tractor_reg.TCPAddress, tag: str) -> AsyncIterator[RawPeer]:
+    """A raw client of the registrar at ``addr`` (its uid is never registered)."""
+    async with client(addr, "reader", f"reader-{tag}-{os.getpid()}") as peer:
+        yield peer
+
+
+async def ask(reg: tractor_reg.TCPAddress, func: str, **kwargs: Any) -> Any:
+    """Call a registrar endpoint from the in-test root."""
+    async with tractor_reg.get_registry(reg) as portal:
+        return await portal.run_from_ns("self", func, **kwargs)
+
+
+def uids_in(table: dict[str, Any], *, registrars: bool = False) -> set[tuple[str, str]]:
+    """``(name, uuid)`` of a ``get_registry`` table (registrar entries left out unless asked)."""
+    found = [key.split(".", 1) for key in table]
+    return {(n, u) for n, u in found if registrars or n != "reg"}
+
+
+def uids_of(entries: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """``(name, uuid)`` of ``list_entries`` (registrar entries left out)."""
+    return {(e["name"], e["uuid"]) for e in entries if e["name"] != "reg"}
+
+
+def check_integrity(entries: list[dict[str, Any]]) -> None:
+    """No uid twice, no address owned by two entries, no entry without an address."""
+    uids = [(e["name"], e["uuid"]) for e in entries]
+    assert len(uids) == len(set(uids)), f"a uid is listed twice: {uids}"
+    owners: dict[tuple[Any, ...], tuple[str, str]] = {}
+    for e in entries:
+        assert e["addrs"], f"entry without an address: {e}"
+        for addr in e["addrs"]:
+            key = tuple(addr)
+            assert key not in owners, f"{key} is owned by {owners[key]} and {e['name']}.{e['uuid']}"
+            owners[key] = (e["name"], e["uuid"])
+
+
+def view_of(entries: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    """What must agree between two registrars' views (renewals only move expires_at)."""
+    return {(e["name"], e["uuid"], e["revision"], repr(e["addrs"])) for e in entries}

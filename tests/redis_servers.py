@@ -14,7 +14,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 #: PIDs of servers that outlive one test (session fixtures); the leftover check skips them.
@@ -152,6 +153,29 @@ def start_standalone(
         owns_dir=owns,
     )
     return server.start()
+
+
+@contextmanager
+def redis_server(extra: Sequence[str] = ()) -> Iterator[RedisServer]:
+    """A redis-server of this test's own; ``server.kill()`` + ``server.start()`` restarts it
+    on the same port and directory (with its data only if ``extra`` makes it persistent)."""
+    server = start_standalone(extra=extra)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+#: How often a registrar re-reads the change stream when no notification arrives (s).
+POLL = 0.2
+
+
+def redis_url(server: RedisServer, namespace: str, **options: str) -> str:
+    """A registrar's URL for ``namespace`` on ``server``: a short poll, and short timeouts
+    so that an outage is noticed (and answered) quickly."""
+    defaults = {"poll_interval": str(POLL), "connect_timeout": "0.5", "socket_timeout": "0.5"}
+    query = "&".join(f"{k}={v}" for k, v in {"namespace": namespace, **defaults, **options}.items())
+    return f"redis://127.0.0.1:{server.port}/0?{query}"
 
 
 @dataclass
