@@ -55,7 +55,8 @@ async def get_quote(sym: str) -> dict[str, object]:
 async def quote_from_elsewhere(sym: str) -> dict[str, object]:
     """Look the service up from a process that has no connection to it yet."""
     async with tractor.find_actor(SERVICE, raise_on_none=True) as portal:
-        return await portal.run(get_quote, sym=sym)
+        quote: dict[str, object] = await portal.run(get_quote, sym=sym)
+        return quote
 
 
 # -- the root -------------------------------------------------------------------------------

@@ -49,7 +49,8 @@ async def transports() -> list[str]:
 async def bump_from_sibling(by: int) -> int:
     """A sibling has no connection to the counter yet: this lookup goes to the registrar."""
     async with tractor.find_actor(SERVICE, enable_transports=["uds"], raise_on_none=True) as portal:
-        return await portal.run(bump, by=by)
+        count: int = await portal.run(bump, by=by)
+        return count
 
 
 # -- the root --------------------------------------------------------------------------------

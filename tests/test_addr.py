@@ -28,7 +28,7 @@ from tractor_reg import (
     unwrap_address,
     wrap_address,
 )
-from tractor_reg._addr import runtime_dir
+from tractor_reg._addr import AddressLike, runtime_dir
 
 # Documentation addresses (RFC 5737 / RFC 3849): data only, never dialled.
 REMOTE_V4 = "203.0.113.5"
@@ -89,7 +89,11 @@ def test_addresses_equal_plain_tuples(addr: tractor_reg.Address, plain: tuple[ob
 
 
 def test_tcp_and_uds_are_distinct() -> None:
-    assert TCPAddress("/x", 1) != UDSAddress("/x", "1")
+    # Typed as the union, the way addresses meet in real code: as their concrete types
+    # mypy already knows they differ and rejects the comparison as pointless.
+    tcp: tractor_reg.Address = TCPAddress("/x", 1)
+    uds: tractor_reg.Address = UDSAddress("/x", "1")
+    assert tcp != uds
     assert wrap_address(("/x", 1)) != wrap_address(("/x", "1"))
     assert type(wrap_address(("/x", "1"))) is UDSAddress
 
@@ -171,7 +175,9 @@ def test_parse_and_format_round_trip(text: str, addr: tractor_reg.Address) -> No
 
 def test_ipv6_formats_with_brackets() -> None:
     assert format_address(("::1", 1616)) == "tcp://[::1]:1616"
-    assert parse_address("tcp://[::1]:1616").host == "::1"
+    addr = parse_address("tcp://[::1]:1616")
+    assert isinstance(addr, TCPAddress)
+    assert addr.host == "::1"
 
 
 def test_uds_path_with_space_round_trips() -> None:
@@ -305,7 +311,7 @@ def test_default_registry_addr_unknown_transport(transport: str) -> None:
 
 
 def test_prefer_addr_ranks_tiers_and_latest_first() -> None:
-    registered = [
+    registered: list[AddressLike] = [
         (REMOTE_V4, 1),
         ("127.0.0.1", 2),
         ("/tmp/d", "first.sock"),
@@ -328,7 +334,8 @@ def test_prefer_addr_ranks_tiers_and_latest_first() -> None:
 
 
 def test_prefer_addr_accepts_strings_lists_and_iterables() -> None:
-    ranked = prefer_addr(iter([f"tcp://{REMOTE_V4}:1", ["127.0.0.1", 2], "uds:///tmp/d/a.sock"]))
+    given: list[AddressLike] = [f"tcp://{REMOTE_V4}:1", ["127.0.0.1", 2], "uds:///tmp/d/a.sock"]
+    ranked = prefer_addr(iter(given))
     assert ranked == [("/tmp/d", "a.sock"), ("127.0.0.1", 2), (REMOTE_V4, 1)]
     assert [type(a) for a in ranked] == [UDSAddress, TCPAddress, TCPAddress]
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import socket
 import warnings
+from typing import Any
 
 import pytest
 import trio
 
 import tractor_reg
-from tests.conftest import free_port
+from tests.conftest import aid_of, free_port
 from tests.procs import joiner_argv, registrar_argv, spawn
 
 
-async def _registry(portal: tractor_reg.Portal | tractor_reg.LocalPortal) -> dict[str, object]:
+async def _registry(
+    portal: tractor_reg.Portal | tractor_reg.LocalPortal,
+) -> dict[str, list[list[Any]]]:
     table = await portal.run_from_ns("self", "get_registry")
     assert isinstance(table, dict)
     return table
@@ -46,7 +49,7 @@ async def test_registrar_answers_so_root_joins(reg_addr: tractor_reg.TCPAddress)
                 assert all(isinstance(a, tractor_reg.TCPAddress) for a in actor.accept_addrs)
                 async with tractor_reg.get_registry() as portal:
                     assert isinstance(portal, tractor_reg.Portal)
-                    assert portal.channel.aid.is_registrar
+                    assert aid_of(portal).is_registrar
                     table = await _registry(portal)
                 assert table[f"app.{actor.uuid}"] == [list(a) for a in actor.accept_addrs]
             # the root unregistered itself on the way out
@@ -230,7 +233,7 @@ def test_two_roots_racing_for_one_address(reg_addr: tractor_reg.TCPAddress) -> N
         spawn(registrar_argv(str(reg_addr))) as first,
         spawn(registrar_argv(str(reg_addr))) as second,
     ):
-        codes = []
+        codes: list[str | int] = []
         for proc in (first, second):
             try:
                 proc.wait_line("READY", timeout=10)

@@ -250,11 +250,13 @@ async def receive_all(data: bytes, max_frame_size: int) -> tuple[list[Msg], Base
     await sender.send_all(data)
     await sender.aclose()
     got: list[Msg] = []
+    # Built as a typed tuple: mypy cannot check a starred expression inside ``except``.
+    stop_at: tuple[type[BaseException], ...] = (ProtocolError, TransportClosed, *KNOWN_DECODER_BUGS)
     with trio.fail_after(5):
         while True:
             try:
                 got.append(await chan.recv())
-            except (ProtocolError, TransportClosed, *KNOWN_DECODER_BUGS) as exc:
+            except stop_at as exc:
                 await chan.aclose()
                 return got, exc
 

@@ -21,6 +21,7 @@ import trio
 import trio.testing
 
 import tractor_reg
+from tests.conftest import aid_of
 from tests.rpc_targets import funcs
 from tests.rpc_targets.hostile import RawPeer, client, fake_actor, frame, hello, raw_peer
 from tractor_reg._msg import Call, CancelCall, Error, Handshake, Return, encode
@@ -627,7 +628,7 @@ async def test_registry_call_invalid_arguments(
     with trio.fail_after(10):
         async with registrar(reg_addr):
             before = await snapshot()
-            async with client(reg_addr, *ME) as peer:
+            async with client(reg_addr, ME[0], ME[1]) as peer:
                 reply = await peer.call("self", func, **kwargs)
                 assert isinstance(reply, Error), reply
                 assert reply.type_name == "InvalidRequest", reply
@@ -660,7 +661,7 @@ async def test_registry_call_missing_or_unknown_kwargs(
     with trio.fail_after(10):
         async with registrar(reg_addr):
             before = await snapshot()
-            async with client(reg_addr, *ME) as peer:
+            async with client(reg_addr, ME[0], ME[1]) as peer:
                 reply = await peer.call("self", func, **kwargs)
                 assert isinstance(reply, Error), reply
                 assert reply.type_name == "TypeError", reply
@@ -920,7 +921,7 @@ async def test_delete_addr_of_live_child_actor_is_refused(
     with trio.fail_after(30):
         async with registrar(reg_addr), tractor_reg.open_nursery() as an:
             portal = await an.start_actor("live-child", enable_modules=[FUNCS])
-            child_addrs = [list(a) for a in portal.channel.aid.accept_addrs]
+            child_addrs = [list(a) for a in aid_of(portal).accept_addrs]
             assert child_addrs
             with_child = await snapshot()
             async with client(reg_addr, "reporter") as reporter:

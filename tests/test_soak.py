@@ -242,6 +242,11 @@ def close(joiner: Joiner) -> None:
         joiner.proc.kill_group()
 
 
+def close_all(soak: Soak) -> None:
+    for joiner in soak.joiners.values():
+        close(joiner)
+
+
 def tail(proc: Proc, limit: int = 1500) -> str:
     return b"".join(proc._stderr_chunks).decode("utf-8", "replace")[-limit:]
 
@@ -321,7 +326,7 @@ async def test_soak_churn_across_two_registrars_sharing_redis() -> None:
                 stack.callback(proc.kill_group)
             for proc in regs.values():
                 wait_registrar(proc)
-            stack.callback(lambda: [close(j) for j in soak.joiners.values()])
+            stack.callback(close_all, soak)
 
             async with tractor_reg.open_registry_client(
                 list(addrs.values()), name="soak-driver", call_timeout=CALL_DEADLINE
@@ -492,13 +497,22 @@ async def read_views(
     return views
 
 
+def answered(
+    views: dict[str, list[dict[str, Any]] | str],
+) -> dict[str, list[dict[str, Any]]] | None:
+    """``views`` if every registrar answered, ``None`` if any read failed."""
+    lists = {label: view for label, view in views.items() if not isinstance(view, str)}
+    return lists if len(lists) == len(views) else None
+
+
 async def check(soak: Soak, client: tractor_reg.Actor, addrs: dict[str, Addr]) -> None:
     views = await read_views(client, addrs)
     # (1) a difference right after churn is expected: re-read a few times within the tick
     for _ in range(5):
-        if any(isinstance(v, str) for v in views.values()):
+        lists = answered(views)
+        if lists is None:
             break
-        a, b = ({view_item(e) for e in views[x]} for x in "AB")  # type: ignore[union-attr]
+        a, b = ({view_item(e) for e in lists[x]} for x in "AB")
         if a == b:
             break
         soak.rereads += 1
@@ -508,9 +522,9 @@ async def check(soak: Soak, client: tractor_reg.Actor, addrs: dict[str, Addr]) -
     for label, view in views.items():
         if isinstance(view, str):
             soak.violate(2, f"read {label}", f"registrar {label} did not answer: {view}")
-    if any(isinstance(v, str) for v in views.values()):
+    entries = answered(views)
+    if entries is None:
         return
-    entries: dict[str, list[dict[str, Any]]] = views  # type: ignore[assignment]
     soak.max_entries = max(soak.max_entries, *(len(v) for v in entries.values()))
 
     # (1) agreement, per differing item, with a grace
@@ -576,10 +590,10 @@ async def check(soak: Soak, client: tractor_reg.Actor, addrs: dict[str, Addr]) -
             )
     for label, view in entries.items():
         for e in view:
-            j = soak.joiners.get(e["name"])
+            joiner = soak.joiners.get(e["name"])
             if e["name"] == REGISTRAR_NAME:
                 continue
-            if j is None or (j.uuid is not None and j.uuid != e["uuid"]):
+            if joiner is None or (joiner.uuid is not None and joiner.uuid != e["uuid"]):
                 soak.violate(3, f"unknown {e['name']}.{e['uuid']}", f"{label} lists unknown {e}")
         # (4) + (5)
         addr_problems, twice = integrity(view)

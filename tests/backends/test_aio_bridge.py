@@ -432,11 +432,11 @@ def slow_aiosqlite_thread_exit(max_delay: float) -> Iterator[threading.Event]:
         if event == "return" and frame.f_code.co_name == "_connection_worker_thread":
             release.wait(max_delay)
 
-    threading.setprofile(hook)  # type: ignore[arg-type]
+    threading.setprofile(hook)
     try:
         yield release
     finally:
-        threading.setprofile(None)  # type: ignore[arg-type]
+        threading.setprofile(None)
         release.set()
 
 
@@ -528,5 +528,5 @@ async def test_sqlite_joins_a_late_aiosqlite_thread(tmp_path: Path, scenario: st
 
 def test_profile_hook_is_reset() -> None:
     """Guard: the hook above must not leak into other tests' threads."""
-    assert threading.getprofile() is None  # type: ignore[attr-defined]
+    assert threading.getprofile() is None
     assert sys.getprofile() is None

@@ -57,7 +57,7 @@ import math
 import shutil
 import tempfile
 import uuid as uuidlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -500,7 +500,7 @@ OPERATIONS: dict[str, tuple[int, st.SearchStrategy[Op]]] = {
 _GROUPABLE = [kind for kind in OPERATIONS if kind != "advance"]
 
 
-def _weighted(kinds: Sequence[str]) -> list[str]:
+def _weighted(kinds: Iterable[str]) -> list[str]:
     return [kind for kind in kinds for _ in range(OPERATIONS[kind][0])]
 
 

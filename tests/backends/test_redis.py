@@ -51,7 +51,7 @@ from tractor_reg import (
     StoreUnavailable,
     TractorRegError,
 )
-from tractor_reg.backends import Entry, RegistryBackend, open_backend, opened_backend
+from tractor_reg.backends import AddrTuple, Entry, RegistryBackend, open_backend, opened_backend
 from tractor_reg.backends._redis import (
     DEFAULT_NAMESPACE,
     MIN_REDIS_VERSION,
@@ -1167,7 +1167,7 @@ def large_uid(i: int) -> tuple[str, str]:
     return (f"n{i // 4:05d}", f"u{i % 4}")
 
 
-def large_addrs(i: int) -> list[tuple[str, int | str]]:
+def large_addrs(i: int) -> list[AddrTuple]:
     # Two addresses each, so that losing one to an eviction leaves an "updated" entry.
     return [(f"127.0.{i // 60_000}.1", 1024 + i % 60_000), ("/tmp/tr-large", f"{i}.sock")]
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 import trio
@@ -126,6 +126,14 @@ async def assert_consistent(*backends: SQLiteBackend) -> list[Entry]:
     assert len(set(revisions)) == len(revisions)
     assert revisions == sorted(revisions)
     return first
+
+
+# A TypedDict rather than a plain dict: it tells mypy that ``**opts`` never fills ``clock``.
+class ShortLog(TypedDict):
+    """Options for a change log short enough that a test can outrun it."""
+
+    change_retention: int
+    synchronous: str
 
 
 @asynccontextmanager
@@ -905,7 +913,7 @@ async def test_a_reopened_store_keeps_the_change_history(tmp_path: Path, clock: 
 
 async def test_history_after_pruning_starts_where_the_log_does(tmp_path: Path) -> None:
     path = tmp_path / "registry.db"
-    opts = {"change_retention": 1000, "synchronous": "normal"}
+    opts: ShortLog = {"change_retention": 1000, "synchronous": "normal"}
     async with sqlite_backend(path, **opts) as a:
         await _outrun(a, path)
         live = await a.changes_since(await a.revision() - 50)
@@ -960,7 +968,7 @@ async def _outrun(a: SQLiteBackend, path: Path) -> None:
 
 async def test_a_backend_that_fell_behind_the_pruned_log_reloads(tmp_path: Path) -> None:
     path = tmp_path / "registry.db"
-    opts = {"change_retention": 1000, "synchronous": "normal"}
+    opts: ShortLog = {"change_retention": 1000, "synchronous": "normal"}
     async with sqlite_backend(path, **opts) as a:
         await a.register(("first", "f1"), [addr(9999)], TTL)
         async with sqlite_backend(path, **opts) as b:
@@ -979,7 +987,7 @@ async def test_readers_never_see_a_half_reloaded_view(tmp_path: Path) -> None:
     """A reload reads the whole table before it swaps it in: lookups during it see the
     old view or the new one, and history stays available."""
     path = tmp_path / "registry.db"
-    opts = {"change_retention": 1000, "synchronous": "normal"}
+    opts: ShortLog = {"change_retention": 1000, "synchronous": "normal"}
     async with sqlite_backend(path, **opts) as a:
         first = await a.register(("first", "f1"), [addr(9999)], TTL)
         async with sqlite_backend(path, **opts) as b:
@@ -1024,7 +1032,7 @@ async def test_a_cancelled_reload_leaves_no_read_transaction_open(tmp_path: Path
     """poll() cancelled in the middle of a full reload must end its read snapshot: one
     left open would freeze what this backend sees of the file."""
     path = tmp_path / "registry.db"
-    opts = {"change_retention": 1000, "synchronous": "normal"}
+    opts: ShortLog = {"change_retention": 1000, "synchronous": "normal"}
     async with sqlite_backend(path, **opts) as a, sqlite_backend(path, **opts) as b:
         with trio.fail_after(120):
             for i in range(24):
@@ -1045,7 +1053,7 @@ async def test_a_cancelled_reload_leaves_no_read_transaction_open(tmp_path: Path
 
 async def test_a_backend_opened_on_an_empty_log_that_fell_behind_reloads(tmp_path: Path) -> None:
     path = tmp_path / "registry.db"
-    opts = {"change_retention": 1000, "synchronous": "normal"}
+    opts: ShortLog = {"change_retention": 1000, "synchronous": "normal"}
     async with sqlite_backend(path, **opts) as a, sqlite_backend(path, **opts) as b:
         await _outrun(a, path)
         await b.poll()
@@ -1054,7 +1062,7 @@ async def test_a_backend_opened_on_an_empty_log_that_fell_behind_reloads(tmp_pat
 
 async def test_a_backend_that_fell_behind_can_still_write(tmp_path: Path) -> None:
     path = tmp_path / "registry.db"
-    opts = {"change_retention": 1000, "synchronous": "normal"}
+    opts: ShortLog = {"change_retention": 1000, "synchronous": "normal"}
     async with sqlite_backend(path, **opts) as a:
         await a.register(("first", "f1"), [addr(9999)], TTL)
         async with sqlite_backend(path, **opts) as b:

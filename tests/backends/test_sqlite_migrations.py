@@ -464,7 +464,7 @@ async def test_earlier_version_upgrades_with_rows_intact(
             assert await backend.lookup(name) == latest
         # New writes continue the stored revision.
         entry = await backend.register(("upgraded", "u1"), [("127.0.0.1", 6001)], 60.0)
-        assert entry.revision == revision_before + 1  # type: ignore[operator]
+        assert entry.revision == revision_before + 1
     build_reference(tmp_path / "reference.db", LATEST)
     assert schema(path) == schema(tmp_path / "reference.db")
 
