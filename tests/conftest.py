@@ -21,17 +21,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def aid_of(portal: tractor_reg.Portal) -> tractor_reg.Aid:
-    """The identity of the actor behind ``portal``.
-
-    ``Channel.aid`` is typed Optional because a channel has no peer identity until its
-    handshake completed, but portals are only handed out after it.
-    """
-    aid = portal.channel.aid
-    assert aid is not None, f"{portal!r}: no handshake"
-    return aid
-
-
 @pytest.fixture
 def reg_addr() -> tractor_reg.TCPAddress:
     """A fresh loopback registry address (never the user default 1616)."""

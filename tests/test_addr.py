@@ -28,7 +28,7 @@ from tractor_reg import (
     unwrap_address,
     wrap_address,
 )
-from tractor_reg._addr import AddressLike, runtime_dir
+from tractor_reg._addr import runtime_dir
 
 # Documentation addresses (RFC 5737 / RFC 3849): data only, never dialled.
 REMOTE_V4 = "203.0.113.5"
@@ -311,7 +311,7 @@ def test_default_registry_addr_unknown_transport(transport: str) -> None:
 
 
 def test_prefer_addr_ranks_tiers_and_latest_first() -> None:
-    registered: list[AddressLike] = [
+    registered: list[tractor_reg.AddressLike] = [
         (REMOTE_V4, 1),
         ("127.0.0.1", 2),
         ("/tmp/d", "first.sock"),
@@ -334,7 +334,11 @@ def test_prefer_addr_ranks_tiers_and_latest_first() -> None:
 
 
 def test_prefer_addr_accepts_strings_lists_and_iterables() -> None:
-    given: list[AddressLike] = [f"tcp://{REMOTE_V4}:1", ["127.0.0.1", 2], "uds:///tmp/d/a.sock"]
+    given: list[tractor_reg.AddressLike] = [
+        f"tcp://{REMOTE_V4}:1",
+        ["127.0.0.1", 2],
+        "uds:///tmp/d/a.sock",
+    ]
     ranked = prefer_addr(iter(given))
     assert ranked == [("/tmp/d", "a.sock"), ("127.0.0.1", 2), (REMOTE_V4, 1)]
     assert [type(a) for a in ranked] == [UDSAddress, TCPAddress, TCPAddress]

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 import tractor_reg
-from tests.conftest import aid_of, free_port
+from tests.conftest import free_port
 from tests.procs import joiner_argv, registrar_argv, spawn
 
 
@@ -49,7 +49,7 @@ async def test_registrar_answers_so_root_joins(reg_addr: tractor_reg.TCPAddress)
                 assert all(isinstance(a, tractor_reg.TCPAddress) for a in actor.accept_addrs)
                 async with tractor_reg.get_registry() as portal:
                     assert isinstance(portal, tractor_reg.Portal)
-                    assert aid_of(portal).is_registrar
+                    assert portal.channel.aid.is_registrar
                     table = await _registry(portal)
                 assert table[f"app.{actor.uuid}"] == [list(a) for a in actor.accept_addrs]
             # the root unregistered itself on the way out

@@ -10,7 +10,6 @@ import trio
 import trio.testing
 
 import tractor_reg
-from tests.conftest import aid_of
 from tests.procs import joiner_argv, registrar_argv, spawn, wait_gone
 from tests.rpc_targets import funcs
 
@@ -55,12 +54,12 @@ async def test_latest_registration_wins_and_only_first_false(
             ]
             assert await seeker.run(funcs.find_and_call, name="dup", value="x") == "x"
             async with tractor_reg.find_actor("dup", only_first=False) as portals:
-                uids = {aid_of(p).uid for p in portals}
-            assert uids == {aid_of(first).uid, aid_of(second).uid}
+                uids = {p.channel.aid.uid for p in portals}
+            assert uids == {first.channel.aid.uid, second.channel.aid.uid}
             entries = await reg.run_from_ns("self", "find_actors", name="dup")
             assert [tuple(e["uid"]) for e in entries] == [
-                aid_of(second).uid,
-                aid_of(first).uid,
+                second.channel.aid.uid,
+                first.channel.aid.uid,
             ]
 
 
@@ -68,7 +67,7 @@ async def test_uuid_is_not_matched_as_name(reg_addr: tractor_reg.TCPAddress) -> 
     with trio.fail_after(30):
         async with tractor_reg.open_nursery(registry_addrs=[reg_addr]) as an:
             portal = await an.start_actor("svc", enable_modules=[FUNCS])
-            uuid = aid_of(portal).uuid
+            uuid = portal.channel.aid.uuid
             async with tractor_reg.get_registry() as reg:
                 assert await reg.run_from_ns("self", "find_actor", name=uuid) is None
 
@@ -90,7 +89,7 @@ async def test_wait_for_actor_wakes_on_registration(reg_addr: tractor_reg.TCPAdd
                 await trio.testing.wait_all_tasks_blocked()
                 assert got == []
                 late = await an.start_actor("late", enable_modules=[FUNCS])
-            assert got == [list(aid_of(late).uid)]
+            assert got == [list(late.channel.aid.uid)]
 
 
 async def test_wait_for_actor_timeout(reg_addr: tractor_reg.TCPAddress) -> None:
@@ -135,7 +134,7 @@ async def test_query_actor(reg_addr: tractor_reg.TCPAddress) -> None:
             # connected peer: answered locally, without the registrar
             async with tractor_reg.query_actor("svc") as (addr, reg_portal):
                 assert reg_portal is None
-                assert addr in aid_of(portal).accept_addrs
+                assert addr in portal.channel.aid.accept_addrs
     with spawn(registrar_argv(str(reg_addr))) as reg:
         reg.wait_line("READY")
         with spawn(joiner_argv("svc", str(reg_addr))) as svc:
@@ -186,7 +185,7 @@ async def test_live_actor_cannot_be_evicted_by_a_client(reg_addr: tractor_reg.TC
     with trio.fail_after(30):
         async with tractor_reg.open_nursery(registry_addrs=[reg_addr]) as an:
             portal = await an.start_actor("svc", enable_modules=[FUNCS])
-            addr = list(aid_of(portal).accept_addrs[0])
+            addr = list(portal.channel.aid.accept_addrs[0])
             async with tractor_reg.get_registry() as reg:
                 assert await reg.run_from_ns("self", "delete_addr", addr=addr) is False
                 assert await reg.run_from_ns("self", "find_actor", name="svc") == [addr]

@@ -125,7 +125,7 @@ async def test_wire_format_is_length_prefixed_msgpack() -> None:
     (length,) = HEADER.unpack_from(data)
     assert length == len(data) - 4
     # receive_some may hand back a bytearray, which decode() is not declared to take.
-    assert decode(bytes(data[4:])) == msg
+    assert decode(data[4:]) == msg
     assert msgspec.msgpack.decode(data[4:])["t"] == "call"
 
 
@@ -368,7 +368,9 @@ async def test_handshake_timeout(autojump_clock: trio.testing.MockClock) -> None
         with pytest.raises(tractor_reg.HandshakeError, match="not completed within 5"):
             await a.handshake(hello(), 5.0)
         assert trio.current_time() - start == pytest.approx(5.0)
-    assert a.aid is None
+    assert not a.handshaken
+    with pytest.raises(tractor_reg.HandshakeError, match="has not completed"):
+        a.aid  # noqa: B018 - reading the property is the check
     # Our hello did go out first.
     assert await b.recv() == hello()
 
@@ -387,7 +389,7 @@ async def test_handshake_version_mismatch() -> None:
     chan = Channel(ScriptedStream([wire(other)]))
     with trio.fail_after(5), pytest.raises(tractor_reg.HandshakeError, match="version"):
         await chan.handshake(hello(), 5.0)
-    assert chan.aid is None
+    assert not chan.handshaken
 
 
 @pytest.mark.parametrize(
@@ -408,7 +410,7 @@ async def test_handshake_refuses_bad_first_frame(first: Msg) -> None:
     chan = Channel(ScriptedStream([wire(first)]))
     with trio.fail_after(5), pytest.raises(tractor_reg.HandshakeError):
         await chan.handshake(hello(), 5.0)
-    assert chan.aid is None
+    assert not chan.handshaken
 
 
 async def test_handshake_eof_and_garbage() -> None:

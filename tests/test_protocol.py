@@ -21,7 +21,6 @@ import trio
 import trio.testing
 
 import tractor_reg
-from tests.conftest import aid_of
 from tests.rpc_targets import funcs
 from tests.rpc_targets.hostile import RawPeer, client, fake_actor, frame, hello, raw_peer
 from tractor_reg._msg import Call, CancelCall, Error, Handshake, Return, encode
@@ -482,7 +481,7 @@ async def test_handshake_identity_is_reported(reg_addr: tractor_reg.TCPAddress) 
             await peer.send(hello("ident", "ident-uuid", [("127.0.0.1", 4242)]))
             assert await peer.reg("ping") == ["registrar", actor.uuid]
             chan = actor.get_peer_by_name("ident")
-            assert chan is not None and chan.aid is not None
+            assert chan is not None
             assert chan.aid.uid == ("ident", "ident-uuid")
             assert chan.aid.accept_addrs == (tractor_reg.TCPAddress("127.0.0.1", 4242),)
 
@@ -921,7 +920,7 @@ async def test_delete_addr_of_live_child_actor_is_refused(
     with trio.fail_after(30):
         async with registrar(reg_addr), tractor_reg.open_nursery() as an:
             portal = await an.start_actor("live-child", enable_modules=[FUNCS])
-            child_addrs = [list(a) for a in aid_of(portal).accept_addrs]
+            child_addrs = [list(a) for a in portal.channel.aid.accept_addrs]
             assert child_addrs
             with_child = await snapshot()
             async with client(reg_addr, "reporter") as reporter:

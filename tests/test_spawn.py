@@ -10,7 +10,6 @@ import pytest
 import trio
 
 import tractor_reg
-from tests.conftest import aid_of
 from tests.procs import pid_alive, python, spawn, wait_gone
 from tests.rpc_targets import funcs
 
@@ -24,7 +23,7 @@ async def test_start_actor_run_and_identity(reg_addr: tractor_reg.TCPAddress) ->
             assert await portal.run(funcs.add, a=2, b=3) == 5
             assert await portal.run(funcs.echo, value={"k": [1, "x"]}) == {"k": [1, "x"]}
             assert await portal.run_from_ns(FUNCS, "add", a=1, b=1) == 2
-            aid = aid_of(portal)
+            aid = portal.channel.aid
             assert aid.name == "svc"
             assert aid.uid == (aid.name, aid.uuid)
             assert aid.is_registrar is False
@@ -45,7 +44,7 @@ async def test_remote_error_is_boxed(reg_addr: tractor_reg.TCPAddress) -> None:
             assert err.type_name == "ValueError"
             assert err.remote_message == "kaput"
             assert "boom" in err.remote_traceback
-            assert err.src_uid == aid_of(portal).uid
+            assert err.src_uid == portal.channel.aid.uid
             # the actor survives its function's failure
             assert await portal.run(funcs.add, a=1, b=1) == 2
 

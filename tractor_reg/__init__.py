@@ -11,6 +11,7 @@ from typing import Any
 from ._actor import Actor
 from ._addr import (
     Address,
+    AddressLike,
     TCPAddress,
     UDSAddress,
     default_registry_addr,
@@ -68,6 +69,7 @@ __all__ = [
     "ActorNursery",
     "Address",
     "AddressError",
+    "AddressLike",
     "Aid",
     "AuthenticationError",
     "BackendClosed",

@@ -282,7 +282,7 @@ class Actor:
         caller = _state.current_channel.get()
         if caller is not None:
             parent = self._parent_chan.aid if self._parent_chan is not None else None
-            if parent is None or caller.aid is None or caller.aid.uid != parent.uid:
+            if parent is None or caller.aid.uid != parent.uid:
                 raise RPCNotAllowed(
                     f"only the parent of {self.name!r} may cancel it"
                     + ("" if parent is not None else " (it is a root actor: it has none)")
@@ -597,7 +597,7 @@ class Actor:
                 await chan.handshake(self._hello(), self.handshake_timeout, self.security.secret)
             except (ProtocolError, TransportClosed, OSError, trio.BrokenResourceError) as exc:
                 log.warning("%r: refused a connection: %s", self, exc)
-                if secured is stream or chan.aid is not None:
+                if secured is stream or chan.handshaken:
                     await self._send_channel_error(chan, exc)
                 await chan.aclose()
                 return
@@ -630,7 +630,6 @@ class Actor:
                 pass
 
     def _add_peer(self, chan: Channel) -> None:
-        assert chan.aid is not None
         self._peers.setdefault(chan.aid.uid, []).append(chan)
         # Only the connection a child opens to announce itself (after it registered)
         # counts as its arrival; its registry connection may reach us first.
@@ -640,7 +639,6 @@ class Actor:
             waiter[0].set()
 
     def _remove_peer(self, chan: Channel) -> None:
-        assert chan.aid is not None
         chans = self._peers.get(chan.aid.uid)
         if chans is not None:
             if chan in chans:
@@ -654,7 +652,7 @@ class Actor:
         """The most recently connected live channel to an actor called ``name``."""
         for chans in reversed(list(self._peers.values())):
             for chan in reversed(chans):
-                if chan.aid is not None and chan.aid.name == name and not chan.closed:
+                if chan.aid.name == name and not chan.closed:
                     return chan
         return None
 
@@ -662,7 +660,7 @@ class Actor:
         found = []
         for chans in self._peers.values():
             live = [c for c in chans if not c.closed]
-            if live and live[-1].aid is not None and live[-1].aid.name == name:
+            if live and live[-1].aid.name == name:
                 found.append(live[-1])
         return found
 

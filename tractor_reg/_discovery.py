@@ -70,7 +70,7 @@ async def query_actor(
     """
     actor = current_actor()
     peer = actor.get_peer_by_name(name)
-    if peer is not None and peer.aid is not None and peer.aid.accept_addrs:
+    if peer is not None and peer.aid.accept_addrs:
         yield prefer_addr(peer.aid.accept_addrs)[0], None
         return
     errors: list[str] = []
@@ -107,7 +107,7 @@ async def _connect_any(
         except CONNECT_ERRORS as exc:
             log.info("%s unreachable (%s); reporting it to the registrar", addr, exc)
         else:
-            if chan.aid is not None and chan.aid.name == name:
+            if chan.aid.name == name:
                 return chan
             log.info("%s answers as %r, not %r; reporting it", addr, chan.aid, name)
             await chan.aclose()
@@ -207,7 +207,6 @@ async def _find_actor(
     else:
         peers = actor.peers_by_name(name)
     for peer in peers:
-        assert peer.aid is not None
         seen.add(peer.aid.uid)
         found.append(peer)
 
@@ -228,7 +227,7 @@ async def _find_actor(
             reachable += 1
             for addrs in candidates:
                 chan = await _connect_any(actor, reg, addrs, transports, name)
-                if chan is None or chan.aid is None:
+                if chan is None:
                     continue
                 if chan.aid.uid in seen:
                     await chan.aclose()

@@ -97,7 +97,7 @@ class Channel:
         self.stream = stream
         self.raddr = raddr
         self.max_frame_size = max_frame_size
-        self.aid: Aid | None = None
+        self._aid: Aid | None = None
         self._buf = bytearray()
         self._send_lock = trio.StrictFIFOLock()
         self._next_cid = 1
@@ -108,12 +108,29 @@ class Channel:
         self.on_first_call: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
-        who = f"{self.aid.name}:{self.aid.uuid[:8]}" if self.aid else "?"
+        aid = self._aid
+        who = f"{aid.name}:{aid.uuid[:8]}" if aid is not None else "?"
         return f"<Channel {who} raddr={self.raddr}>"
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def aid(self) -> Aid:
+        """The peer's identity, as its handshake proved it.
+
+        Every channel a portal, a discovery call or an RPC hands out has completed its
+        handshake. Raises :class:`HandshakeError` on one that has not (yet).
+        """
+        if self._aid is None:
+            raise HandshakeError(f"{self!r}: the handshake has not completed")
+        return self._aid
+
+    @property
+    def handshaken(self) -> bool:
+        """Whether the handshake completed (:attr:`aid` is known)."""
+        return self._aid is not None
 
     # -- framing -------------------------------------------------------------------------
 
@@ -195,7 +212,7 @@ class Channel:
                 await self._authenticate(local, msg, secret, aid)  # type: ignore[arg-type]
         if scope.cancelled_caught:
             raise HandshakeError(f"handshake not completed within {timeout}s")
-        self.aid = aid
+        self._aid = aid
         return aid
 
     async def _authenticate(

@@ -79,6 +79,6 @@ def encode(msg: Msg) -> bytes:
     return _encoder.encode(msg)
 
 
-def decode(payload: bytes | memoryview) -> Msg:
+def decode(payload: bytes | bytearray | memoryview) -> Msg:
     """Decode one frame payload; raises ``msgspec.DecodeError``/``ValidationError``."""
     return _decoder.decode(payload)

@@ -12,7 +12,7 @@ from ._exceptions import TransportClosed
 
 if TYPE_CHECKING:
     from ._actor import Actor
-    from ._ipc import Channel
+    from ._ipc import Aid, Channel
 
 
 def _func_ref(fn: Callable[..., Any]) -> tuple[str, str]:
@@ -96,7 +96,7 @@ class _LocalChannel:
         self.closed = False
 
     @property
-    def aid(self) -> Any:
+    def aid(self) -> Aid:
         return self._actor.aid
 
 

@@ -249,7 +249,6 @@ class Registrar(Actor):
         chan = self._caller()
         if chan is None:
             return  # a local call from the registrar's own process
-        assert chan.aid is not None
         if chan.aid.uid != uid:
             raise PermissionDenied(
                 f"{what}: actor {chan.aid.name!r} ({chan.aid.uuid}) may only act on its own uid, "
@@ -545,7 +544,6 @@ class Registrar(Actor):
         except _PROBE_ERRORS:
             return False
         try:
-            assert chan.aid is not None
             return chan.aid.uid == uid
         finally:
             await chan.aclose()

@@ -361,7 +361,7 @@ class ActorNursery:
         if child.portal is not None:
             await child.portal.channel.aclose()
             aid = child.portal.channel.aid
-            for addr in aid.accept_addrs if aid is not None else ():
+            for addr in aid.accept_addrs:
                 if isinstance(addr, UDSAddress):
                     try:
                         os.unlink(addr.path)

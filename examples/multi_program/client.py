@@ -24,10 +24,7 @@ async def main(argv: list[str]) -> None:
 
         # Bounded wait: the service may still be starting.
         async with tractor.wait_for_actor(SERVICE, timeout=10) as portal:
-            aid = portal.channel.aid
-            # Channel.aid is None only before a handshake; a portal comes after one.
-            assert aid is not None
-            print(f"wait_for_actor -> {aid.name}")
+            print(f"wait_for_actor -> {portal.channel.aid.name}")
 
         async with tractor.find_actor(SERVICE, raise_on_none=True) as portal:
             for sym in ("ACME", "GLOBEX"):

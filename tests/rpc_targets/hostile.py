@@ -49,7 +49,6 @@ class RawPeer:
 
     @property
     def aid(self) -> tractor_reg.Aid:
-        assert self.chan.aid is not None
         return self.chan.aid
 
     async def send_raw(self, data: bytes) -> None:
