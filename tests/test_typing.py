@@ -27,11 +27,19 @@ SNIPPET = """
             assert_type(first, Portal | None)
         async with tractor_reg.find_actor("svc", only_first=flag) as either:
             assert_type(either, Portal | list[Portal] | None)
+        # A portal's peer always completed its handshake: no narrowing needed.
+        async with tractor_reg.wait_for_actor("svc") as found:
+            assert_type(found.channel.aid, tractor_reg.Aid)
+            name: str = found.channel.aid.name
+            uid: tuple[str, str] = found.channel.aid.uid
+            assert name and uid
+        async with tractor_reg.get_registry() as reg:
+            assert_type(reg.channel.aid, tractor_reg.Aid)
 """
 
 
 @pytest.mark.timeout(180)
-def test_find_actor_overloads_give_precise_types(tmp_path: Path) -> None:
+def test_discovery_api_gives_precise_types(tmp_path: Path) -> None:
     source = tmp_path / "user_code.py"
     source.write_text(textwrap.dedent(SNIPPET))
     out, err, status = mypy_api.run(
