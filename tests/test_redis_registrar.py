@@ -71,9 +71,10 @@ def namespace() -> str:
 async def register_self(reg: Addr, ttl: float = 5.0) -> dict[str, Any]:
     """The in-test root registers its own uid again, through ``reg``."""
     me = tractor_reg.current_actor()
-    return await ask(  # type: ignore[no-any-return]
+    answer: dict[str, Any] = await ask(
         reg, "register_actor", uid=list(me.uid), addr=[list(a) for a in me.accept_addrs], ttl=ttl
     )
+    return answer
 
 
 async def refused(reg: Addr) -> str | None:

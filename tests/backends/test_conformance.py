@@ -104,8 +104,10 @@ async def test_tcp_and_uds_with_same_first_element_are_distinct(
 ) -> None:
     await backend.register(U1, [("x", 1)], TTL)
     await backend.register(U2, [("x", "1")], TTL)
-    assert (await backend.owner_of(("x", 1))).uid == U1  # type: ignore[union-attr]
-    assert (await backend.owner_of(("x", "1"))).uid == U2  # type: ignore[union-attr]
+    tcp_owner = await backend.owner_of(("x", 1))
+    uds_owner = await backend.owner_of(("x", "1"))
+    assert tcp_owner is not None and tcp_owner.uid == U1
+    assert uds_owner is not None and uds_owner.uid == U2
 
 
 # -- ordering by store revision ------------------------------------------------------------

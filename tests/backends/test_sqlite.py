@@ -507,7 +507,8 @@ async def test_restart_keeps_entries_revisions_order_leases_and_registrar(
         a2 = await backend.get(("alpha", "a2"))
         assert a2 is not None and a2.addrs == (uds, addr(2)) and a2.registrar == "reg-B"
         assert a2.expires_at == renewed.expires_at
-        assert (await backend.owner_of(addr(4))).uid == ("epsilon", "e1")  # type: ignore[union-attr]
+        epsilon = await backend.owner_of(addr(4))
+        assert epsilon is not None and epsilon.uid == ("epsilon", "e1")
         assert await backend.get(("delta", "d1")) is None
         assert await backend.get(("beta", "b1")) is None
         gamma = await backend.lookup("gamma")
