@@ -466,11 +466,17 @@ async def run_clients_round(
     per_client: int,
     warmup: int,
     on_start: Callable[[], None] = _nothing,
+    registrar: tuple[int, str] | None = None,
 ) -> tuple[float, list[float]]:
-    """Every client process warms up, then all start their timed lookups at one instant."""
+    """Every client process warms up, then all start their timed lookups at one instant.
+
+    ``registrar`` (TCP port, UDS path) points the clients at a registrar other than the
+    one they joined.
+    """
     start_at = time.perf_counter() + 0.2 + 0.02 * len(clients)
+    target = "" if registrar is None else f" {registrar[0]} {registrar[1]}"
     for client in clients:
-        await client.send_line(f"GO {transport} {per_client} {warmup} {start_at!r}")
+        await client.send_line(f"GO {transport} {per_client} {warmup} {start_at!r}{target}")
     # A schedule, not a wait for state: the clients start at start_at by themselves.
     await trio.sleep(max(0.0, start_at - time.perf_counter()))
     on_start()

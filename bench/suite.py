@@ -64,6 +64,7 @@ from bench.discovery import (
     find_op,
     lookup_op,
     open_raw,
+    run_clients_round,
     run_isolated,
     timed_concurrent,
 )
@@ -1071,8 +1072,15 @@ class Suite:
                         n=conc,
                     )
                     meter = CpuMeter([c.proc.pid for c in mn.clients], reg_pid(b))
-                    rate, lat = await self.clients_round(
-                        mn.clients, mn.regs[b], tr, cfg.per_task, max(2, w // 16), meter.start
+                    reg = mn.regs[b]
+                    assert reg.uds is not None
+                    rate, lat = await run_clients_round(
+                        mn.clients,
+                        tr,
+                        cfg.per_task,
+                        max(2, w // 16),
+                        meter.start,
+                        registrar=(reg.tcp.port, reg.uds.path),
                     )
                     m.add(rate, lat, meter.stop(), len(lat))
 
@@ -1159,34 +1167,6 @@ class Suite:
             )
         await self.group(rep, ptr * CONC, CONC16_CHUNKS, rows)
         await self.wake_rows(rep, order, mn.regs, mn.seconds, mn.portals)
-
-    async def clients_round(
-        self,
-        clients: list[Child],
-        reg: Reg,
-        tr: str,
-        per_client: int,
-        warmup: int,
-        on_start: Callable[[], None],
-    ) -> tuple[float, list[float]]:
-        """Every client process warms up, then all start their timed lookups at one instant."""
-        assert reg.uds is not None
-        start_at = time.perf_counter() + 0.2 + 0.02 * len(clients)
-        for client in clients:
-            await client.send_line(
-                f"GO {tr} {per_client} {warmup} {start_at!r} {reg.tcp.port} {reg.uds.path}"
-            )
-        # A schedule, not a wait for state: the clients start at start_at by themselves.
-        await trio.sleep(max(0.0, start_at - time.perf_counter()))
-        on_start()
-        results: list[dict[str, Any]] = []
-        for client in clients:
-            words = await client.expect("RESULT", 120.0, f"{tr} lookups")
-            results.append(json.loads(" ".join(words)))
-        t0 = min(r["t0"] for r in results)
-        t1 = max(r["t1"] for r in results)
-        lat = [us / 1e6 for r in results for us in r["lat_us"]]
-        return len(lat) / (t1 - t0), lat
 
     async def start_pyro(self) -> dict[str, int]:
         ports: dict[str, int] = {}

@@ -13,9 +13,10 @@ run there, and the difference is what the store must write.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import trio
 
@@ -202,7 +203,7 @@ async def plan_batch(view: MemoryBackend, batch: Sequence[Op], now: float) -> Pl
 
     scratch = _Scratch(clock=lambda: now)
     await scratch.open()
-    for entry in sorted((e for e in touched.values() if e is not None), key=_revision_of):
+    for entry in sorted((e for e in touched.values() if e is not None), key=revision_of):
         scratch.apply_upsert(entry)
     scratch.apply_revision(view.current_revision)
 
@@ -242,8 +243,18 @@ async def plan_batch(view: MemoryBackend, batch: Sequence[Op], now: float) -> Pl
     return Plan(scratch.current_revision, upserts, deletes, outcomes, view.current_revision)
 
 
-def _revision_of(entry: Entry) -> int:
+def revision_of(entry: Entry) -> int:
     return entry.revision
+
+
+def interned_addrs(pairs: Sequence[tuple[str, int | str]]) -> tuple[AddrTuple, ...]:
+    """Decoded addresses as stored in a view: hosts and socket directories repeat
+    across a whole store, so each is interned (one string object, not one per entry)."""
+    intern = sys.intern
+    if len(pairs) == 1:  # the common case, without a generator
+        host, rest = pairs[0]
+        return cast(tuple[AddrTuple, ...], ((intern(host), rest),))
+    return cast(tuple[AddrTuple, ...], tuple((intern(host), rest) for host, rest in pairs))
 
 
 class ReplicatedBackend:

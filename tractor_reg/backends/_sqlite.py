@@ -56,6 +56,7 @@ from ._replica import (
     Unreadable,
     build_history,
     change_for,
+    interned_addrs,
     plan_batch,
 )
 from ._sqlite_schema import (
@@ -177,12 +178,7 @@ def _decode_addrs(raw: object) -> tuple[AddrTuple, ...]:
         raise ValueError(f"bad addrs {raw[:200]!r}: {exc}") from exc
     if not items:
         raise ValueError(f"addrs is not a non-empty list: {raw!r}")
-    # Hosts and socket directories repeat across entries: share one string object each.
-    intern = sys.intern
-    if len(items) == 1:
-        host, port = items[0]
-        return cast(tuple[AddrTuple, ...], ((intern(host), port),))
-    return cast(tuple[AddrTuple, ...], tuple((intern(host), port) for host, port in items))
+    return interned_addrs(items)
 
 
 def _entry_from_row(row: Sequence[Any]) -> Entry:
@@ -331,13 +327,7 @@ async def _snapshot_open(conn: aiosqlite.Connection, own_txn: bool) -> _Snapshot
         await conn.execute("BEGIN")
     opened = False
     try:
-        head = await conn.execute_fetchall(
-            "SELECT (SELECT value FROM meta WHERE key = 'revision'), "
-            "(SELECT COALESCE(MAX(seq), 0) FROM changes)"
-        )
-        row = next(iter(head), None)
-        revision = int(row[0]) if row and row[0] is not None else 0
-        seq = int(row[1]) if row else 0
+        revision, seq, _ = await _head(conn)
         cursor = await conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM entries ORDER BY revision")
         opened = True
     finally:
@@ -470,7 +460,7 @@ class _Write:
     now: float
     prune_below: int | None
     #: Per delete, the addresses the uid had (JSON), kept in its change row for history.
-    deleted_addrs: list[str | None] = field(default_factory=list)
+    deleted_addrs: list[str | None]
 
     @functools.cached_property
     def addrs_text(self) -> list[str]:
@@ -486,10 +476,9 @@ class _Write:
 
     def log_rows(self) -> list[tuple[Any, ...]]:
         """The change rows (without seq and committed_at): deletions, then upserts."""
-        deleted = self.deleted_addrs or [None] * len(self.deletes)
         return [
             (self.revision, "delete", uid[0], uid[1], text, None, None, None, None, reason)
-            for (uid, reason), text in zip(self.deletes, deleted, strict=True)
+            for (uid, reason), text in zip(self.deletes, self.deleted_addrs, strict=True)
         ] + [
             (
                 self.revision,
