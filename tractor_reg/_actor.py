@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import inspect
 import logging
@@ -60,6 +61,10 @@ DEFAULT_RENEW_INTERVAL = 10.0
 DEFAULT_CALL_TIMEOUT = 10.0
 #: Inbound connections one actor serves at once (each costs a file descriptor).
 DEFAULT_MAX_CONNECTIONS = 4096
+#: accept() failures that mean "out of descriptors or memory for now", not a dead
+#: listener; the accept loop logs them and tries again after _ACCEPT_RETRY seconds.
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_ACCEPT_RETRY = 0.1
 
 #: Errors that mean "that peer cannot be reached / talked to right now".
 CONNECT_ERRORS: tuple[type[Exception], ...] = (
@@ -344,9 +349,25 @@ class Actor:
         assert self._service is not None
         # Own scope: teardown must stop accepting before it closes the listening sockets.
         with self._serve_scope:
-            await trio.serve_listeners(
-                self._handle_inbound, self._listeners, handler_nursery=self._service
-            )
+            async with trio.open_nursery() as accepting:
+                for listener in self._listeners:
+                    accepting.start_soon(self._accept_loop, listener)
+
+    async def _accept_loop(self, listener: trio.SocketListener) -> None:
+        # trio.serve_listeners would wrap every connection in one more task frame and a
+        # forced close; _handle_inbound closes its channel itself.
+        assert self._service is not None
+        service = self._service
+        while True:
+            try:
+                sock, _ = await listener.socket.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                log.error("%r: cannot accept (%s); retrying shortly", self, exc)
+                await trio.sleep(_ACCEPT_RETRY)
+                continue
+            service.start_soon(self._handle_inbound, trio.SocketStream(sock))
 
     async def _after_bind(self, service: trio.Nursery) -> None:
         """Hook run after binding, before the body: register and start lease renewal."""
@@ -579,40 +600,46 @@ class Actor:
         if tcp and self.security.tls is not None:
             secured = trio.SSLStream(stream, self.security.server_ctx, server_side=True)
         chan = Channel(secured, max_frame_size=self.max_frame_size)
-        if self._inbound >= self.max_connections:
-            log.warning(
-                "%r: refusing a connection: %d connections already (max_connections)",
-                self,
-                self._inbound,
-            )
-            if secured is stream:
-                await self._send_channel_error(
-                    chan, LimitExceeded(f"too many connections (max {self.max_connections})")
-                )
-            await chan.aclose()
-            return
-        self._inbound += 1
         try:
+            if self._inbound >= self.max_connections:
+                log.warning(
+                    "%r: refusing a connection: %d connections already (max_connections)",
+                    self,
+                    self._inbound,
+                )
+                if secured is stream:
+                    await self._send_channel_error(
+                        chan, LimitExceeded(f"too many connections (max {self.max_connections})")
+                    )
+                return
+            self._inbound += 1
             try:
-                await chan.handshake(self._hello(), self.handshake_timeout, self.security.secret)
-            except (ProtocolError, TransportClosed, OSError, trio.BrokenResourceError) as exc:
-                log.warning("%r: refused a connection: %s", self, exc)
-                if secured is stream or chan.handshaken:
-                    await self._send_channel_error(chan, exc)
-                await chan.aclose()
-                return
-            except ssl.SSLError as exc:
-                log.warning("%r: refused a TLS connection: %s", self, exc)
-                await chan.aclose()
-                return
-            except Exception:
-                # Last line of defence: one peer's handshake never takes the actor down.
-                log.exception("%r: handshake with a new peer failed unexpectedly", self)
-                await chan.aclose()
-                return
-            await self._serve_channel(chan)
+                if await self._accept_handshake(chan, plain=secured is stream):
+                    await self._serve_channel(chan)
+            finally:
+                self._inbound -= 1
         finally:
-            self._inbound -= 1
+            # Every way out (refusal, failure, teardown's cancellation) closes the socket.
+            with trio.CancelScope(shield=True):
+                await chan.aclose()
+
+    async def _accept_handshake(self, chan: Channel, plain: bool) -> bool:
+        """Run an inbound connection's handshake; False (logged, peer told) if refused."""
+        try:
+            await chan.handshake(self._hello(), self.handshake_timeout, self.security.secret)
+        except (ProtocolError, TransportClosed, OSError, trio.BrokenResourceError) as exc:
+            log.warning("%r: refused a connection: %s", self, exc)
+            if plain or chan.handshaken:
+                await self._send_channel_error(chan, exc)
+            return False
+        except ssl.SSLError as exc:
+            log.warning("%r: refused a TLS connection: %s", self, exc)
+            return False
+        except Exception:
+            # Last line of defence: one peer's handshake never takes the actor down.
+            log.exception("%r: handshake with a new peer failed unexpectedly", self)
+            return False
+        return True
 
     async def _send_channel_error(self, chan: Channel, exc: BaseException) -> None:
         """Tell a misbehaving peer why it is being dropped (best effort, bounded)."""
@@ -686,7 +713,7 @@ class Actor:
         _state.current_channel.set(chan)  # for inline endpoints; tasks inherit it too
         while True:
             try:
-                msg = await chan.recv()
+                msg = await chan.next_inbound()
             except TransportClosed:
                 return
             except ProtocolError as exc:

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import struct
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +55,8 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 
 _HEADER = struct.Struct(">I")
 _RECV_CHUNK = 65536
+#: Pause between connect attempts to a Unix socket whose accept backlog is full (s).
+_UDS_BACKLOG_RETRY = 0.001
 
 
 class Aid(msgspec.Struct, frozen=True):
@@ -106,6 +109,18 @@ class Channel:
         self.closed_event = trio.Event()
         #: Set by the actor for lazily served channels: called once, before the first call.
         self.on_first_call: Callable[[], None] | None = None
+        # Who reads the socket. The message loop (next_inbound) reads while nobody waits
+        # for an answer. A lone caller waiting for its answer reads it itself instead
+        # (it "leads"): epoll wakes the caller directly, saving the hand-over from the
+        # message loop's task to the caller's on every sequential call. Frames a leader
+        # reads that are not answers go to _inbox for the message loop.
+        self._leader = False
+        self._loop_scope: trio.CancelScope | None = None  # the message loop's recv
+        self._loop_left_recv: trio.Event | None = None
+        self._loop_wakeup: trio.Event | None = None
+        self._inbox: deque[Msg | TransportClosed | ProtocolError] = deque()
+        # Only a plain socket stream is known to survive a cancelled receive intact.
+        self._may_lead = isinstance(stream, trio.SocketStream)
 
     def __repr__(self) -> str:
         aid = self._aid
@@ -186,13 +201,80 @@ class Channel:
             view.release()
             del self._buf[:end]
 
+    async def next_inbound(self) -> Msg:
+        """The next message for the actor's message loop (its only reader of inbound
+        traffic): frames read by a leading caller first, else the socket itself.
+
+        Raises TransportClosed at EOF and ProtocolError on a bad frame, as :meth:`recv`.
+        """
+        while True:
+            if self._inbox:
+                item = self._inbox.popleft()
+                if isinstance(item, TransportClosed | ProtocolError):
+                    raise item
+                return item
+            if self._leader:
+                self._loop_wakeup = wakeup = trio.Event()
+                await wakeup.wait()
+                continue
+            with trio.CancelScope() as scope:
+                self._loop_scope = scope
+                try:
+                    return await self.recv()
+                finally:
+                    self._loop_scope = None
+                    if self._loop_left_recv is not None:
+                        self._loop_left_recv.set()
+            # A caller took the socket over (recv is cancel-safe: a partial frame stays
+            # buffered); wait for it to hand it back.
+
+    def _wake_loop(self) -> None:
+        if self._loop_wakeup is not None:
+            self._loop_wakeup.set()
+            self._loop_wakeup = None
+
+    def _claim(self) -> None:
+        """Take the socket over from the message loop (a lone caller is about to wait)."""
+        self._leader = True
+        if self._loop_scope is not None:
+            self._loop_left_recv = trio.Event()
+            self._loop_scope.cancel()
+
+    def _release(self) -> None:
+        self._leader = False
+        self._loop_left_recv = None
+        self._wake_loop()
+
+    async def _read_until(self, pending: _PendingCall) -> None:
+        """Read frames until ``pending`` is answered, routing the others."""
+        if self._loop_left_recv is not None:
+            await self._loop_left_recv.wait()
+        while not pending.done.is_set():
+            try:
+                msg = await self.recv()
+            except (TransportClosed, ProtocolError) as exc:
+                # The message loop acts on it: reports it, closes the channel and so
+                # fails every outstanding call, this one included.
+                self._inbox.append(exc)
+                self._wake_loop()
+                return
+            if isinstance(msg, Return | Error) and msg.cid != 0:
+                self.deliver(msg)
+            else:
+                self._inbox.append(msg)
+                self._wake_loop()
+
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._fail_pending(TransportClosed(f"{self!r} closed"))
-        with trio.CancelScope(shield=True):
-            await self.stream.aclose()
+        if isinstance(self.stream, trio.SocketStream):
+            # Closing a plain socket never blocks: skip aclose()'s schedule point.
+            self.stream.socket.close()
+        else:
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
         self.closed_event.set()
 
     # -- handshake -----------------------------------------------------------------------
@@ -269,10 +351,21 @@ class Channel:
         cid = self._next_cid
         self._next_cid += 1
         pending = _PendingCall()
+        # A lone caller claims the socket before sending, so that the message loop is
+        # already out of its way when the answer arrives.
+        lead = self._may_lead and not self._leader and not self._pending
         self._pending[cid] = pending
         try:
-            await self.send(Call(cid=cid, ns=ns, func=func, kwargs=kwargs))
-            await pending.done.wait()
+            if lead:
+                self._claim()
+            try:
+                await self.send(Call(cid=cid, ns=ns, func=func, kwargs=kwargs))
+                if lead:
+                    await self._read_until(pending)
+                await pending.done.wait()
+            finally:
+                if lead:
+                    self._release()
         except trio.Cancelled:
             if not pending.done.is_set() and not self._closed:
                 # Best effort and bounded: the remote task would otherwise run on.
@@ -314,29 +407,65 @@ def error_from_msg(msg: Error) -> RemoteActorError:
 
 async def open_stream(addr: Address, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> trio.abc.Stream:
     """Dial ``addr``. Raises ``OSError`` (e.g. ConnectionRefusedError) or ``TimeoutError``."""
-    with trio.move_on_after(timeout) as scope:
-        if isinstance(addr, TCPAddress) and not _is_ip_literal(addr.host):
+    if isinstance(addr, TCPAddress) and not _is_ip_literal(addr.host):
+        with trio.move_on_after(timeout):
             stream: trio.abc.Stream = await trio.open_tcp_stream(addr.host, addr.port)
             return stream
-        # IP literals (what registries hand out) and UDS: one plain connect, without
-        # open_tcp_stream's name resolution and happy-eyeballs task machinery.
-        if isinstance(addr, TCPAddress):
-            family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
-            target: str | tuple[str, int] = (addr.host, addr.port)
-        else:
-            check_uds_path(addr)
-            family, target = socket.AF_UNIX, addr.path
-        sock = trio.socket.socket(family, socket.SOCK_STREAM)
-        connected = False
-        try:
-            await sock.connect(target)
-            connected = True
-        finally:
-            if not connected:
-                sock.close()
-        return trio.SocketStream(sock)
-    assert scope.cancelled_caught
-    raise TimeoutError(errno.ETIMEDOUT, f"connecting to {addr} timed out after {timeout}s")
+        raise _connect_timeout(addr, timeout)
+    # IP literals (what registries hand out) and UDS: one plain non-blocking connect,
+    # without open_tcp_stream's name resolution and happy-eyeballs task machinery.
+    if isinstance(addr, TCPAddress):
+        family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+        target: str | tuple[str, int] = (addr.host, addr.port)
+    else:
+        check_uds_path(addr)
+        family, target = socket.AF_UNIX, addr.path
+    await trio.lowlevel.checkpoint_if_cancelled()
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    connected = False
+    try:
+        sock.setblocking(False)
+        err = sock.connect_ex(target)
+        if err == errno.EINPROGRESS and _established(sock):
+            err = 0  # loopback: the TCP handshake completed inside connect()
+        elif err == errno.EINPROGRESS or (err == errno.EAGAIN and family == socket.AF_UNIX):
+            with trio.move_on_after(timeout):
+                err = await _finish_connect(sock, target, err)
+            if err in (errno.EINPROGRESS, errno.EAGAIN):
+                raise _connect_timeout(addr, timeout)
+        if err:
+            raise OSError(err, f"connecting to {addr} failed: {os.strerror(err)}")
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        connected = True
+        return stream
+    finally:
+        if not connected:
+            sock.close()
+
+
+async def _finish_connect(sock: socket.socket, target: str | tuple[str, int], err: int) -> int:
+    """Wait for a connect that is in flight; returns its errno (0: connected)."""
+    while err == errno.EAGAIN:
+        # A Unix socket whose accept backlog is full: a blocking connect would wait for
+        # room, so try again shortly.
+        await trio.sleep(_UDS_BACKLOG_RETRY)
+        err = sock.connect_ex(target)
+    if err == errno.EINPROGRESS:
+        await trio.lowlevel.wait_writable(sock)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    return err
+
+
+def _established(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
+def _connect_timeout(addr: Address, timeout: float) -> TimeoutError:
+    return TimeoutError(errno.ETIMEDOUT, f"connecting to {addr} timed out after {timeout}s")
 
 
 @functools.lru_cache(maxsize=1024)
