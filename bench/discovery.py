@@ -256,6 +256,45 @@ def connect_op(transport: str, tcp_port: int, uds_path: str) -> Op:
     return op
 
 
+async def open_bare(transport: str, tcp_port: int, uds_path: str) -> trio.SocketStream:
+    """A plain trio socket connect: no name resolution, no happy-eyeballs tasks."""
+    if transport == "tcp":
+        sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+        target: str | tuple[str, int] = ("127.0.0.1", tcp_port)
+    else:
+        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        target = uds_path
+    try:
+        await sock.connect(target)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
+def two_server_floor_op(echo: FrameStream, transport: str, tcp_port: int, uds_path: str) -> Op:
+    """The least a find_actor can cost with bare trio: a round trip to one server (the
+    lookup) then connect, round trip and close to a second server process (the target).
+
+    Two processes matter: each sleeps while the other works, and waking a sleeping
+    process costs more than keeping one busy (the one-server floor hides that).
+    """
+    counter = iter(range(1, 1 << 62))
+
+    async def op() -> object:
+        await echo.send(_request(next(counter)))
+        await echo.recv()
+        stream = await open_bare(transport, tcp_port, uds_path)
+        try:
+            frames = FrameStream(stream)
+            await frames.send(_request(1))
+            return await frames.recv()
+        finally:
+            await stream.aclose()
+
+    return op
+
+
 # -- the tractor_reg client -------------------------------------------------------------
 
 

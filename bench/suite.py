@@ -67,6 +67,7 @@ from bench.discovery import (
     run_clients_round,
     run_isolated,
     timed_concurrent,
+    two_server_floor_op,
 )
 from bench.storage import (
     STORM_BASE_PORT,
@@ -457,6 +458,7 @@ def info_for(cfg: Config) -> list[Target]:
 
     for tr in TRANSPORTS:
         info(f"floor / echo ({tr})", f"floor.{tr}", None)
+        info(f"two-server floor / echo ({tr})", f"floor2.{tr}", f"echo.{tr}")
         for b in cfg.backends:
             if b != "memory":
                 info(f"{b} lookup / echo ({tr})", f"lookup.{b}.{tr}", f"echo.{tr}")
@@ -538,6 +540,9 @@ class Main:
     echo: Child
     echo_port: int
     echo_uds: str
+    echo2: Child
+    echo2_port: int
+    echo2_uds: str
     echo1: dict[str, FrameStream]
     echo16: dict[str, list[FrameStream]]
     targets: dict[str, Child]
@@ -769,12 +774,16 @@ class Suite:
         cfg, res = self.cfg, self.res
         echo_uds = str(self.tmp / "echo.sock")
         echo = await self.cluster.start("echo", "echo", "--uds", echo_uds)
+        # A second echo server: the two-server floor dials it as find_actor dials a target.
+        echo2_uds = str(self.tmp / "echo2.sock")
+        echo2 = await self.cluster.start("echo2", "echo", "--uds", echo2_uds)
         regs: dict[str, Reg] = {}
         seconds: dict[str, Reg] = {}
         for backend in cfg.backends:
             url = self.url(backend, "main")
             regs[backend] = await self.spawn_registrar(f"reg-{backend}", url, True, 0)
         echo_port = int((await echo.expect("READY", READY_DEADLINE, "the echo server"))[0])
+        echo2_port = int((await echo2.expect("READY", READY_DEADLINE, "the 2nd echo server"))[0])
         for backend in cfg.backends:
             regs[backend] = await self.await_registrar(regs[backend])
         for backend in cfg.backends:
@@ -868,6 +877,9 @@ class Suite:
                     echo,
                     echo_port,
                     echo_uds,
+                    echo2,
+                    echo2_port,
+                    echo2_uds,
                     echo1,
                     echo16,
                     targets,
@@ -886,7 +898,8 @@ class Suite:
             raw_sqlite.close()
             if raw_redis is not None:
                 raw_redis.close()
-            everything = [echo, *targets.values(), *clients, *self.pyro_children.values()]
+            everything = [echo, echo2, *targets.values(), *clients]
+            everything += self.pyro_children.values()
             await self.stop(everything)
             await self.stop([r.child for r in [*seconds.values(), *regs.values()]])
         for tr in TRANSPORTS:  # the least a find_actor can cost, per repetition
@@ -1007,6 +1020,22 @@ class Suite:
                     ),
                     op_sampler(op),
                     echo_srv,
+                )
+            )
+            op = two_server_floor_op(mn.echo1[tr], tr, mn.echo2_port, mn.echo2_uds)
+            warm.append(op)
+            rows.append(
+                Sample(
+                    res.metric(
+                        f"floor2.{tr}",
+                        "lookup",
+                        "floor, 2 servers: echo + connect+rt+close",
+                        "-",
+                        tr,
+                        n=nf,
+                    ),
+                    op_sampler(op),
+                    [mn.echo.proc.pid, mn.echo2.proc.pid],
                 )
             )
             await warm_up(warm, max(5, w // 4))
