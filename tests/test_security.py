@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -16,7 +17,7 @@ from tests.conftest import free_port
 from tests.rpc_targets import funcs
 from tests.rpc_targets.hostile import client, hello, raw_peer
 from tests.tls_certs import have_openssl, make_certs
-from tractor_reg._msg import Error, Return
+from tractor_reg._msg import Error, Handshake, Return
 
 SECRET = b"correct horse battery staple 42"
 FUNCS = "tests.rpc_targets.funcs"
@@ -288,6 +289,32 @@ async def test_connection_limit(reg_addr: tractor_reg.TCPAddress) -> None:
             # once they leave, new peers are admitted again
             async with client(reg_addr, "c") as c:
                 assert await c.reg("ping")
+
+
+async def test_connection_limit_under_a_burst(reg_addr: tractor_reg.TCPAddress) -> None:
+    """Connections arriving together: each is either admitted (its first frame is the
+    actor's hello, and it stays usable) or refused (LimitExceeded, then EOF), never
+    greeted and then refused; no more than the limit are admitted."""
+    limit, burst = 3, 12
+    with trio.fail_after(30):
+        async with (
+            tractor_reg.open_root_actor(registry_addrs=[reg_addr], max_connections=limit),
+            contextlib.AsyncExitStack() as stack,
+        ):
+            peers = [await stack.enter_async_context(raw_peer(reg_addr)) for _ in range(burst)]
+            admitted, refused = [], []
+            for i, peer in enumerate(peers):
+                first = await peer.recv()
+                if isinstance(first, Handshake):
+                    admitted.append((i, peer))
+                else:
+                    assert isinstance(first, Error) and first.type_name == "LimitExceeded"
+                    await peer.expect_closed()
+                    refused.append(i)
+            assert len(admitted) == limit and len(refused) == burst - limit
+            for i, peer in admitted:
+                await peer.send(hello(f"burst{i}", f"burst-{i}"))
+                assert await peer.reg("ping")
 
 
 async def test_exposed_registrar_without_secret_warns(caplog: pytest.LogCaptureFixture) -> None:

@@ -354,8 +354,8 @@ class Actor:
                     accepting.start_soon(self._accept_loop, listener)
 
     async def _accept_loop(self, listener: trio.SocketListener) -> None:
-        # trio.serve_listeners would wrap every connection in one more task frame and a
-        # forced close; _handle_inbound closes its channel itself.
+        # Not trio.serve_listeners: that wraps every connection in one more task frame
+        # and a forced close, and starts the handler before anything is said.
         assert self._service is not None
         service = self._service
         while True:
@@ -367,7 +367,34 @@ class Actor:
                 log.error("%r: cannot accept (%s); retrying shortly", self, exc)
                 await trio.sleep(_ACCEPT_RETRY)
                 continue
-            service.start_soon(self._handle_inbound, trio.SocketStream(sock))
+            stream = trio.SocketStream(sock)
+            secured: trio.abc.Stream = stream
+            if sock.family != socket.AF_UNIX and self.security.tls is not None:
+                secured = trio.SSLStream(stream, self.security.server_ctx, server_side=True)
+            plain = secured is stream
+            chan = Channel(secured, max_frame_size=self.max_frame_size)
+            if self._inbound >= self.max_connections:
+                service.start_soon(self._refuse_inbound, chan, plain)
+                continue
+            self._inbound += 1
+            handed_over = False
+            try:
+                hello: Handshake | None = None
+                if plain:
+                    # Answer the dialler's handshake before this connection's task even
+                    # starts (one scheduler pass sooner). A small frame on a fresh socket
+                    # goes straight into its send buffer: this never waits for the peer.
+                    hello = self._hello()
+                    await chan.send(hello)
+                service.start_soon(self._handle_inbound, chan, hello, plain)
+                handed_over = True
+            except TransportClosed as exc:
+                log.info("%r: a dialler hung up before the handshake: %s", self, exc)
+            finally:
+                if not handed_over:
+                    self._inbound -= 1
+                    with trio.CancelScope(shield=True):
+                        await chan.aclose()
 
     async def _after_bind(self, service: trio.Nursery) -> None:
         """Hook run after binding, before the body: register and start lease renewal."""
@@ -594,39 +621,43 @@ class Actor:
             service.start_soon(self._serve_channel, chan)
         return chan
 
-    async def _handle_inbound(self, stream: trio.SocketStream) -> None:
-        tcp = stream.socket.family in (socket.AF_INET, socket.AF_INET6)
-        secured: trio.abc.Stream = stream
-        if tcp and self.security.tls is not None:
-            secured = trio.SSLStream(stream, self.security.server_ctx, server_side=True)
-        chan = Channel(secured, max_frame_size=self.max_frame_size)
+    async def _refuse_inbound(self, chan: Channel, plain: bool) -> None:
         try:
-            if self._inbound >= self.max_connections:
-                log.warning(
-                    "%r: refusing a connection: %d connections already (max_connections)",
-                    self,
-                    self._inbound,
+            log.warning(
+                "%r: refusing a connection: %d connections already (max_connections)",
+                self,
+                self._inbound,
+            )
+            if plain:
+                await self._send_channel_error(
+                    chan, LimitExceeded(f"too many connections (max {self.max_connections})")
                 )
-                if secured is stream:
-                    await self._send_channel_error(
-                        chan, LimitExceeded(f"too many connections (max {self.max_connections})")
-                    )
-                return
-            self._inbound += 1
-            try:
-                if await self._accept_handshake(chan, plain=secured is stream):
-                    await self._serve_channel(chan)
-            finally:
-                self._inbound -= 1
         finally:
+            with trio.CancelScope(shield=True):
+                await chan.aclose()
+
+    async def _handle_inbound(self, chan: Channel, hello: Handshake | None, plain: bool) -> None:
+        """Serve one accepted connection (one slot of ``max_connections`` is held for it)."""
+        try:
+            if await self._accept_handshake(chan, hello, plain):
+                await self._serve_channel(chan)
+        finally:
+            self._inbound -= 1
             # Every way out (refusal, failure, teardown's cancellation) closes the socket.
             with trio.CancelScope(shield=True):
                 await chan.aclose()
 
-    async def _accept_handshake(self, chan: Channel, plain: bool) -> bool:
-        """Run an inbound connection's handshake; False (logged, peer told) if refused."""
+    async def _accept_handshake(self, chan: Channel, hello: Handshake | None, plain: bool) -> bool:
+        """Run an inbound connection's handshake; False (logged, peer told) if refused.
+
+        ``hello`` is this side's handshake when it already went out."""
         try:
-            await chan.handshake(self._hello(), self.handshake_timeout, self.security.secret)
+            await chan.handshake(
+                hello or self._hello(),
+                self.handshake_timeout,
+                self.security.secret,
+                sent=hello is not None,
+            )
         except (ProtocolError, TransportClosed, OSError, trio.BrokenResourceError) as exc:
             log.warning("%r: refused a connection: %s", self, exc)
             if plain or chan.handshaken:

@@ -279,15 +279,19 @@ class Channel:
 
     # -- handshake -----------------------------------------------------------------------
 
-    async def handshake(self, local: Handshake, timeout: float, secret: bytes | None = None) -> Aid:
+    async def handshake(
+        self, local: Handshake, timeout: float, secret: bytes | None = None, sent: bool = False
+    ) -> Aid:
         """Exchange identities (and prove the shared secret, when either side has one).
 
         The whole exchange is bounded by ``timeout`` seconds (slow peers are refused).
-        Raises :class:`AuthenticationError` when the peer fails to prove the secret or
-        demands one this side lacks.
+        ``sent``: ``local`` already went out on this channel. Raises
+        :class:`AuthenticationError` when the peer fails to prove the secret or demands one
+        this side lacks.
         """
         with trio.move_on_after(timeout) as scope:
-            await self.send(local)
+            if not sent:
+                await self.send(local)
             msg = await self.recv()
             aid = self._accept_hello(msg)
             if local.auth or (isinstance(msg, Handshake) and msg.auth):
