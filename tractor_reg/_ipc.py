@@ -119,8 +119,11 @@ class Channel:
         self._loop_left_recv: trio.Event | None = None
         self._loop_wakeup: trio.Event | None = None
         self._inbox: deque[Msg | TransportClosed | ProtocolError] = deque()
-        # Only a plain socket stream is known to survive a cancelled receive intact.
-        self._may_lead = isinstance(stream, trio.SocketStream)
+        # Only a plain socket stream is known to survive a cancelled receive intact; and
+        # callers lead only once this side has called over the channel (see call()).
+        self._can_lead = isinstance(stream, trio.SocketStream)
+        self._may_lead = False
+        self._loop_in_plain_recv = False
 
     def __repr__(self) -> str:
         aid = self._aid
@@ -217,6 +220,14 @@ class Channel:
                 self._loop_wakeup = wakeup = trio.Event()
                 await wakeup.wait()
                 continue
+            if not self._may_lead:
+                # Nobody on this side calls over it (yet): a receive that no caller can
+                # take over skips the cancel scope (most of a server's channels).
+                self._loop_in_plain_recv = True
+                try:
+                    return await self.recv()
+                finally:
+                    self._loop_in_plain_recv = False
             with trio.CancelScope() as scope:
                 self._loop_scope = scope
                 try:
@@ -357,7 +368,16 @@ class Channel:
         pending = _PendingCall()
         # A lone caller claims the socket before sending, so that the message loop is
         # already out of its way when the answer arrives.
-        lead = self._may_lead and not self._leader and not self._pending
+        if not self._may_lead and self._can_lead:
+            # From now on the message loop receives in a scope a caller can cancel. One
+            # parked in a plain receive still reads this first answer.
+            self._may_lead = True
+        lead = (
+            self._may_lead
+            and not self._leader
+            and not self._pending
+            and not self._loop_in_plain_recv
+        )
         self._pending[cid] = pending
         try:
             if lead:
