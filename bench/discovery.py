@@ -243,15 +243,19 @@ def echo_op(frames: FrameStream) -> Op:
     return op
 
 
+async def exchange_once(stream: trio.abc.Stream) -> object:
+    """One round trip on a fresh connection, then close it."""
+    try:
+        frames = FrameStream(stream)
+        await frames.send(_request(1))
+        return await frames.recv()
+    finally:
+        await stream.aclose()
+
+
 def connect_op(transport: str, tcp_port: int, uds_path: str) -> Op:
     async def op() -> object:
-        stream = await open_raw(transport, tcp_port, uds_path)
-        try:
-            frames = FrameStream(stream)
-            await frames.send(_request(1))
-            return await frames.recv()
-        finally:
-            await stream.aclose()
+        return await exchange_once(await open_raw(transport, tcp_port, uds_path))
 
     return op
 
@@ -264,11 +268,13 @@ async def open_bare(transport: str, tcp_port: int, uds_path: str) -> trio.Socket
     else:
         sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
         target = uds_path
+    connected = False
     try:
         await sock.connect(target)
-    except BaseException:
-        sock.close()
-        raise
+        connected = True
+    finally:
+        if not connected:
+            sock.close()
     return trio.SocketStream(sock)
 
 
@@ -284,13 +290,7 @@ def two_server_floor_op(echo: FrameStream, transport: str, tcp_port: int, uds_pa
     async def op() -> object:
         await echo.send(_request(next(counter)))
         await echo.recv()
-        stream = await open_bare(transport, tcp_port, uds_path)
-        try:
-            frames = FrameStream(stream)
-            await frames.send(_request(1))
-            return await frames.recv()
-        finally:
-            await stream.aclose()
+        return await exchange_once(await open_bare(transport, tcp_port, uds_path))
 
     return op
 

@@ -245,31 +245,20 @@ async def test_a_frame_split_across_the_hand_over_stays_whole(
     assert loop.calls[0].kwargs == {"payload": payload}
 
 
-async def test_peer_closing_while_the_caller_reads(pair: Pair) -> None:
-    chan, far = pair
-    peer = Peer(far)
-    loop = Loop(chan)
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(loop.run, nursery)
-
-            async def hang_up() -> None:
-                assert isinstance(await peer.recv(), Call)
-                await far.aclose()
-
-            nursery.start_soon(hang_up)
-            with pytest.raises(tractor_reg.TransportClosed):
-                await chan.call("m", "f", {})
-    assert isinstance(loop.ended_by, tractor_reg.TransportClosed)
-    assert chan.closed
-
-
 @pytest.mark.parametrize(
-    "garbage",
-    [b"\x00\x00\x00\x03\xc1\xc1\xc1", (1 << 31).to_bytes(4, "big")],
-    ids=["undecodable", "oversized"],
+    ("spoil", "ends_loop_with"),
+    [
+        (b"", tractor_reg.TransportClosed),  # the peer hangs up
+        (b"\x00\x00\x00\x03\xc1\xc1\xc1", tractor_reg.ProtocolError),
+        ((1 << 31).to_bytes(4, "big"), tractor_reg.ProtocolError),
+    ],
+    ids=["eof", "undecodable", "oversized"],
 )
-async def test_garbage_while_the_caller_reads(garbage: bytes, pair: Pair) -> None:
+async def test_the_channel_failing_while_the_caller_reads(
+    spoil: bytes, ends_loop_with: type[Exception], pair: Pair
+) -> None:
+    """EOF or garbage read by the caller: the message loop acts on it as if it had read
+    it (drops the channel), and the call fails with TransportClosed."""
     chan, far = pair
     peer = Peer(far)
     loop = Loop(chan)
@@ -277,15 +266,17 @@ async def test_garbage_while_the_caller_reads(garbage: bytes, pair: Pair) -> Non
         async with trio.open_nursery() as nursery:
             nursery.start_soon(loop.run, nursery)
 
-            async def spoil() -> None:
+            async def fail_channel() -> None:
                 assert isinstance(await peer.recv(), Call)
-                await far.send_all(garbage)
+                if spoil:
+                    await far.send_all(spoil)
+                else:
+                    await far.aclose()
 
-            nursery.start_soon(spoil)
-            # The loop acts on the protocol error (drops the channel); the call fails.
+            nursery.start_soon(fail_channel)
             with pytest.raises(tractor_reg.TransportClosed):
                 await chan.call("m", "f", {})
-    assert isinstance(loop.ended_by, tractor_reg.ProtocolError)
+    assert isinstance(loop.ended_by, ends_loop_with)
     assert chan.closed
 
 
