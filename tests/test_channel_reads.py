@@ -48,10 +48,15 @@ class Loop:
     """What an actor's message loop does with a channel, recording what it saw."""
 
     def __init__(
-        self, chan: Channel, answer: Callable[[Call], Awaitable[Any]] | None = None
+        self,
+        chan: Channel,
+        answer: Callable[[Call], Awaitable[Any]] | None = None,
+        inline: bool = False,
     ) -> None:
         self.chan = chan
         self.answer = answer
+        # Inline: answer in the loop itself, as an actor runs its non-blocking endpoints.
+        self.inline = inline
         self.delivered: list[int] = []
         self.calls: list[Call] = []
         self.ended_by: BaseException | None = None
@@ -69,7 +74,10 @@ class Loop:
                     self.chan.deliver(msg)
                 elif isinstance(msg, Call):
                     self.calls.append(msg)
-                    nursery.start_soon(self._serve, msg)
+                    if self.inline:
+                        await self._serve(msg)
+                    else:
+                        nursery.start_soon(self._serve, msg)
         finally:
             await self.chan.aclose()
 
@@ -103,14 +111,20 @@ async def test_a_lone_caller_reads_its_own_answers(pair: Pair) -> None:
                 while True:
                     call = await peer.recv()
                     assert isinstance(call, Call)
+                    # Answer once the caller waits (it has taken the socket over).
+                    await trio.testing.wait_all_tasks_blocked()
                     await peer.send(Return(cid=call.cid, value=call.kwargs["x"]))
 
             nursery.start_soon(echo_server)
             nursery.start_soon(loop.run, nursery)
+            # The first call marks the channel as one this side calls over; the loop may
+            # already sit in a receive no caller can take over, and read that answer.
+            assert await chan.call("m", "f", {"x": -1}) == -1
+            loop.delivered.clear()
             for i in range(50):
                 assert await chan.call("m", "f", {"x": i}) == i
             nursery.cancel_scope.cancel()
-    # Every answer was read by its caller: the loop never had one to hand over.
+    # Every later answer was read by its caller: the loop never had one to hand over.
     assert loop.delivered == []
 
 
@@ -210,9 +224,7 @@ async def test_a_cancelled_reader_hands_the_socket_back(pair: Pair) -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_a_frame_split_across_the_hand_over_stays_whole(
-    pair: Pair,
-) -> None:
+async def test_a_frame_split_across_the_hand_over_stays_whole(pair: Pair) -> None:
     """The loop holds half a frame when a caller takes the socket over."""
     chan, far = pair
     peer = Peer(far)
@@ -226,12 +238,24 @@ async def test_a_frame_split_across_the_hand_over_stays_whole(
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(loop.run, nursery)
+
+            async def answer_next(value: Any) -> Call:
+                call = await peer.recv()
+                assert isinstance(call, Call)
+                await peer.send(Return(cid=call.cid, value=value))
+                return call
+
+            async with trio.open_nursery() as warming:
+                warming.start_soon(answer_next, 0)
+                # After this call the loop receives in a scope a caller can cancel.
+                assert await chan.call("m", "warm", {}) == 0
             await far.send_all(unsolicited[:1000])
             await trio.testing.wait_all_tasks_blocked()  # the loop buffered that half
 
             async def finish() -> None:
                 call = await peer.recv()
                 assert isinstance(call, Call)
+                await trio.testing.wait_all_tasks_blocked()  # the caller reads now
                 await far.send_all(unsolicited[1000:] + frame(Return(cid=call.cid, value=1)))
                 served = await peer.recv()
                 assert served == Return(cid=5, value=payload)
@@ -243,6 +267,83 @@ async def test_a_frame_split_across_the_hand_over_stays_whole(
                     await trio.sleep(0.001)
             nursery.cancel_scope.cancel()
     assert loop.calls[0].kwargs == {"payload": payload}
+    # The caller read the second half and its own answer (call id 2), not the loop.
+    assert 2 not in loop.delivered
+
+
+async def test_calls_both_ways_with_large_frames_at_once() -> None:
+    """Both ends call each other at the same moment with frames larger than the socket
+    buffers: every call completes (a caller takes the socket over only once its own
+    call is out, so neither end stops reading while it sends)."""
+    left, right = trio.socket.socketpair()
+    a, b = Channel(trio.SocketStream(left)), Channel(trio.SocketStream(right))
+
+    async def echo(call: Call) -> Any:
+        return call.kwargs["x"]
+
+    big = "x" * 2_000_000
+    try:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(Loop(a, answer=echo).run, nursery)
+                nursery.start_soon(Loop(b, answer=echo).run, nursery)
+                assert await a.call("m", "echo", {"x": 1}) == 1
+                assert await b.call("m", "echo", {"x": 2}) == 2
+
+                async def calls(chan: Channel) -> None:
+                    for _ in range(5):
+                        assert await chan.call("m", "echo", {"x": big}) == big
+
+                async with trio.open_nursery() as both:
+                    both.start_soon(calls, a)
+                    both.start_soon(calls, b)
+                nursery.cancel_scope.cancel()
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_peer_flooding_calls_is_slowed_down_while_the_caller_reads() -> None:
+    """While a caller reads its own answer, calls from the peer go to the message loop;
+    when the loop falls behind (its answers wait to be sent to a peer that does not
+    read), the caller hands the socket back, the loop stops reading, and the kernel
+    makes the flooding peer wait instead of this side queueing without limit."""
+    left, right = trio.socket.socketpair()
+    for sock in (left, right):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    chan, far = Channel(trio.SocketStream(left)), trio.SocketStream(right)
+    peer = Peer(far)
+
+    async def pong(call: Call) -> Any:
+        return "pong"
+
+    loop = Loop(chan, answer=pong, inline=True)
+    sent = 0
+    try:
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(loop.run, nursery)
+
+                async def warm() -> None:
+                    call = await peer.recv()
+                    assert isinstance(call, Call)
+                    await peer.send(Return(cid=call.cid, value=None))
+
+                nursery.start_soon(warm)
+                await chan.call("m", "warm", {})
+                nursery.start_soon(chan.call, "m", "never answered", {})
+                assert isinstance(await peer.recv(), Call)
+                with trio.move_on_after(1.0):
+                    for cid in range(1, 1 << 30):
+                        await peer.send(Call(cid=cid, ns="m", func="ping", kwargs={}))
+                        sent += 1
+                nursery.cancel_scope.cancel()
+    finally:
+        await chan.aclose()
+        await far.aclose()
+    # Bounded by the two sockets' small buffers and the caller's hand-back limit.
+    assert 0 < sent < 2_000, sent
 
 
 @pytest.mark.parametrize(

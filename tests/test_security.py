@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 import trio
+import trio.testing
 
 import tractor_reg
 from tests.conftest import free_port
@@ -198,6 +199,32 @@ async def test_tls_tree_works_and_plain_or_untrusting_peers_are_refused(
             untrusting = tractor_reg.TLSConfig(ca=certs["other_ca"])
             with pytest.raises(RuntimeError):
                 await trio.to_thread.run_sync(_client_in_thread, reg_addr, untrusting)
+
+
+async def test_tls_actor_shuts_down_despite_silent_diallers(
+    reg_addr: tractor_reg.TCPAddress, certs: dict[str, str]
+) -> None:
+    """TCP diallers that never start TLS, one admitted and two refused at the connection
+    limit, cannot hold a TLS actor's shutdown: closing their channels is bounded."""
+    tls = tractor_reg.TLSConfig(cert=certs["cert"], key=certs["key"], ca=certs["ca"])
+    held: list[trio.SocketStream] = []
+    try:
+        with trio.fail_after(15):
+            async with tractor_reg.open_root_actor(
+                registry_addrs=[reg_addr], tls=tls, max_connections=1
+            ):
+                for _ in range(3):
+                    held.append(await trio.open_tcp_stream(reg_addr.host, reg_addr.port))
+                await trio.testing.wait_all_tasks_blocked()
+            # the refused and the admitted silent diallers saw their connections closed
+            for stream in held:
+                with pytest.raises(trio.BrokenResourceError):
+                    while await stream.receive_some(4096):
+                        pass
+                    raise trio.BrokenResourceError  # EOF counts as closed too
+    finally:
+        for stream in held:
+            await stream.aclose()
 
 
 def _client_in_thread(reg_addr: tractor_reg.TCPAddress, tls: tractor_reg.TLSConfig) -> None:

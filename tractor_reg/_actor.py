@@ -360,16 +360,17 @@ class Actor:
         service = self._service
         while True:
             try:
-                sock, _ = await listener.socket.accept()
+                # SocketListener.accept skips connections that died before they were
+                # accepted (ECONNABORTED and the like), as serve_listeners did.
+                stream = await listener.accept()
             except OSError as exc:
                 if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                     raise
                 log.error("%r: cannot accept (%s); retrying shortly", self, exc)
                 await trio.sleep(_ACCEPT_RETRY)
                 continue
-            stream = trio.SocketStream(sock)
             secured: trio.abc.Stream = stream
-            if sock.family != socket.AF_UNIX and self.security.tls is not None:
+            if stream.socket.family != socket.AF_UNIX and self.security.tls is not None:
                 secured = trio.SSLStream(stream, self.security.server_ctx, server_side=True)
             plain = secured is stream
             chan = Channel(secured, max_frame_size=self.max_frame_size)

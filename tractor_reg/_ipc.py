@@ -55,8 +55,15 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 
 _HEADER = struct.Struct(">I")
 _RECV_CHUNK = 65536
-#: Pause between connect attempts to a Unix socket whose accept backlog is full (s).
-_UDS_BACKLOG_RETRY = 0.001
+#: First and longest pause between connect attempts to a Unix socket whose accept
+#: backlog is full (seconds; the pause doubles from one to the other).
+_UDS_BACKLOG_RETRY = (0.001, 0.05)
+#: Frames a caller reading its own answer may hand to a busy message loop before it
+#: gives the socket back to that loop.
+_INBOX_LIMIT = 64
+#: How long closing a TLS channel may wait for the peer (close_notify) before the
+#: transport is closed anyway.
+_TLS_CLOSE_TIMEOUT = 1.0
 
 
 class Aid(msgspec.Struct, frozen=True):
@@ -257,7 +264,13 @@ class Channel:
         self._wake_loop()
 
     async def _read_until(self, pending: _PendingCall) -> None:
-        """Read frames until ``pending`` is answered, routing the others."""
+        """Read frames until ``pending`` is answered, routing the others.
+
+        Also returns, unanswered, when the message loop has fallen behind on the frames
+        handed to it: the loop then reads the socket itself again, so a peer that floods
+        calls is slowed down by the kernel (the loop stops reading while its answers
+        wait to be sent) instead of by this side's memory.
+        """
         if self._loop_left_recv is not None:
             await self._loop_left_recv.wait()
         while not pending.done.is_set():
@@ -274,6 +287,8 @@ class Channel:
             else:
                 self._inbox.append(msg)
                 self._wake_loop()
+                if len(self._inbox) >= _INBOX_LIMIT:
+                    return
 
     async def aclose(self) -> None:
         if self._closed:
@@ -284,7 +299,10 @@ class Channel:
             # Closing a plain socket never blocks: skip aclose()'s schedule point.
             self.stream.socket.close()
         else:
-            with trio.CancelScope(shield=True):
+            # A TLS stream says goodbye (close_notify) first, or even runs the handshake
+            # a silent peer never started: bounded, after which the transport is closed
+            # regardless.
+            with trio.CancelScope(shield=True), trio.move_on_after(_TLS_CLOSE_TIMEOUT):
                 await self.stream.aclose()
         self.closed_event.set()
 
@@ -366,30 +384,30 @@ class Channel:
         cid = self._next_cid
         self._next_cid += 1
         pending = _PendingCall()
-        # A lone caller claims the socket before sending, so that the message loop is
-        # already out of its way when the answer arrives.
         if not self._may_lead and self._can_lead:
             # From now on the message loop receives in a scope a caller can cancel. One
             # parked in a plain receive still reads this first answer.
             self._may_lead = True
-        lead = (
-            self._may_lead
-            and not self._leader
-            and not self._pending
-            and not self._loop_in_plain_recv
-        )
         self._pending[cid] = pending
         try:
-            if lead:
+            await self.send(Call(cid=cid, ns=ns, func=func, kwargs=kwargs))
+            # Claim the socket only once the call is out: a caller that stopped the
+            # message loop and then blocked in a send to a peer doing the same would
+            # leave both ends not reading.
+            if (
+                self._may_lead
+                and not self._leader
+                and len(self._pending) == 1
+                and not self._loop_in_plain_recv
+                and not pending.done.is_set()
+            ):
                 self._claim()
-            try:
-                await self.send(Call(cid=cid, ns=ns, func=func, kwargs=kwargs))
-                if lead:
+                try:
                     await self._read_until(pending)
-                await pending.done.wait()
-            finally:
-                if lead:
+                finally:
                     self._release()
+            if not pending.done.is_set():
+                await pending.done.wait()
         except trio.Cancelled:
             if not pending.done.is_set() and not self._closed:
                 # Best effort and bounded: the remote task would otherwise run on.
@@ -469,10 +487,12 @@ async def open_stream(addr: Address, timeout: float = DEFAULT_CONNECT_TIMEOUT) -
 
 async def _finish_connect(sock: socket.socket, target: str | tuple[str, int], err: int) -> int:
     """Wait for a connect that is in flight; returns its errno (0: connected)."""
+    pause, longest = _UDS_BACKLOG_RETRY
     while err == errno.EAGAIN:
         # A Unix socket whose accept backlog is full: a blocking connect would wait for
         # room, so try again shortly.
-        await trio.sleep(_UDS_BACKLOG_RETRY)
+        await trio.sleep(pause)
+        pause = min(pause * 2, longest)
         err = sock.connect_ex(target)
     if err == errno.EINPROGRESS:
         await trio.lowlevel.wait_writable(sock)
