@@ -227,6 +227,39 @@ async def test_tls_actor_shuts_down_despite_silent_diallers(
             await stream.aclose()
 
 
+@pytest.mark.parametrize("rude", [b"", b"GET / HTTP/1.0\r\n\r\n"], ids=["hangs-up", "garbage"])
+async def test_tls_refusal_survives_a_dialler_that_hangs_up_or_speaks_garbage(
+    reg_addr: tractor_reg.TCPAddress, certs: dict[str, str], rude: bytes
+) -> None:
+    """A TLS actor at its connection limit refuses a dialler by closing the connection,
+    without a TLS handshake: a refused dialler that hangs up or sends plain text cannot
+    take the actor down."""
+    tls = tractor_reg.TLSConfig(cert=certs["cert"], key=certs["key"], ca=certs["ca"])
+    held: list[trio.SocketStream] = []
+    try:
+        with trio.fail_after(20):
+            async with tractor_reg.open_root_actor(
+                registry_addrs=[reg_addr], tls=tls, max_connections=1
+            ):
+                held.append(await trio.open_tcp_stream(reg_addr.host, reg_addr.port))
+                await trio.testing.wait_all_tasks_blocked()  # the silent one holds the slot
+                refused = await trio.open_tcp_stream(reg_addr.host, reg_addr.port)
+                if rude:
+                    await refused.send_all(rude)
+                else:
+                    await refused.send_eof()
+                # the actor closes the refused connection at once (EOF or a reset)
+                with contextlib.suppress(trio.BrokenResourceError):
+                    while await refused.receive_some(4096):
+                        pass
+                await refused.aclose()
+                await trio.testing.wait_all_tasks_blocked()
+                assert tractor_reg.current_actor() is not None  # still running
+    finally:
+        for stream in held:
+            await stream.aclose()
+
+
 def _client_in_thread(reg_addr: tractor_reg.TCPAddress, tls: tractor_reg.TLSConfig) -> None:
     async def main() -> None:
         async with tractor_reg.open_root_actor(registry_addrs=[reg_addr], tls=tls, name="c"):

@@ -634,7 +634,11 @@ class Actor:
                     chan, LimitExceeded(f"too many connections (max {self.max_connections})")
                 )
         finally:
-            with trio.CancelScope(shield=True):
+            if plain:
+                await chan.aclose()
+            else:
+                # Refusing must not cost a TLS handshake with the refused peer.
+                await trio.aclose_forcefully(chan.stream)
                 await chan.aclose()
 
     async def _handle_inbound(self, chan: Channel, hello: Handshake | None, plain: bool) -> None:

@@ -295,16 +295,22 @@ class Channel:
             return
         self._closed = True
         self._fail_pending(TransportClosed(f"{self!r} closed"))
-        if isinstance(self.stream, trio.SocketStream):
-            # Closing a plain socket never blocks: skip aclose()'s schedule point.
-            self.stream.socket.close()
-        else:
-            # A TLS stream says goodbye (close_notify) first, or even runs the handshake
-            # a silent peer never started: bounded, after which the transport is closed
-            # regardless.
-            with trio.CancelScope(shield=True), trio.move_on_after(_TLS_CLOSE_TIMEOUT):
-                await self.stream.aclose()
-        self.closed_event.set()
+        try:
+            if isinstance(self.stream, trio.SocketStream):
+                # Closing a plain socket never blocks: skip aclose()'s schedule point.
+                self.stream.socket.close()
+            else:
+                # A TLS stream says goodbye (close_notify) first, or even runs the
+                # handshake a peer never started: bounded, after which the transport is
+                # closed regardless. A peer that hung up or spoke garbage makes that
+                # goodbye fail; trio has closed the transport by then.
+                with trio.CancelScope(shield=True), trio.move_on_after(_TLS_CLOSE_TIMEOUT):
+                    try:
+                        await self.stream.aclose()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        pass
+        finally:
+            self.closed_event.set()
 
     # -- handshake -----------------------------------------------------------------------
 
