@@ -634,12 +634,10 @@ class Actor:
                     chan, LimitExceeded(f"too many connections (max {self.max_connections})")
                 )
         finally:
-            if plain:
-                await chan.aclose()
-            else:
+            if not plain:
                 # Refusing must not cost a TLS handshake with the refused peer.
                 await trio.aclose_forcefully(chan.stream)
-                await chan.aclose()
+            await chan.aclose()
 
     async def _handle_inbound(self, chan: Channel, hello: Handshake | None, plain: bool) -> None:
         """Serve one accepted connection (one slot of ``max_connections`` is held for it)."""

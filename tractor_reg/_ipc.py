@@ -390,7 +390,7 @@ class Channel:
         cid = self._next_cid
         self._next_cid += 1
         pending = _PendingCall()
-        if not self._may_lead and self._can_lead:
+        if self._can_lead:
             # From now on the message loop receives in a scope a caller can cancel. One
             # parked in a plain receive still reads this first answer.
             self._may_lead = True
