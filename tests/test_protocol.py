@@ -68,7 +68,7 @@ async def assert_still_serves(addr: tractor_reg.Address, before: list[tuple[Any,
     me = str(uuidlib.uuid4())
     async with client(addr, "well-behaved", me) as peer:
         assert peer.aid.is_registrar
-        assert await peer.reg("find_actor", name="registrar") is not None
+        assert await peer.reg("find_actor", name="root") is not None
         assert await peer.reg("find_actor", name="well-behaved") is None
         where = ["/nonexistent-tr-dir", f"{me}.sock"]
         await peer.reg("register_actor", uid=["well-behaved", me], addr=[where])
@@ -271,7 +271,7 @@ async def test_unsolicited_answers_are_ignored(reg_addr: tractor_reg.TCPAddress)
                 await peer.send(Return(cid=424242, value={"x": 1}))
                 await peer.send(Error(cid=424243, type_name="Boom", message="unasked"))
                 await peer.send(Error(cid=0, type_name="Complaint", message="about you"))
-                assert await peer.reg("find_actor", name="registrar") == [list(reg_addr)]
+                assert await peer.reg("find_actor", name="root") == [list(reg_addr)]
             await assert_still_serves(reg_addr, before)
 
 
@@ -479,7 +479,7 @@ async def test_handshake_identity_is_reported(reg_addr: tractor_reg.TCPAddress) 
             assert theirs.is_registrar is True
             assert [tuple(a) for a in theirs.accept_addrs] == [tuple(reg_addr)]
             await peer.send(hello("ident", "ident-uuid", [("127.0.0.1", 4242)]))
-            assert await peer.reg("ping") == ["registrar", actor.uuid]
+            assert await peer.reg("ping") == ["root", actor.uuid]
             chan = actor.get_peer_by_name("ident")
             assert chan is not None
             assert chan.aid.uid == ("ident", "ident-uuid")
@@ -520,7 +520,7 @@ async def test_call_not_allowed(reg_addr: tractor_reg.TCPAddress, ns: str, func:
                 assert func in reply.message or repr(ns) in reply.message
                 assert reply.src_uid == list(actor.uid)
                 # The channel still works: the next call succeeds.
-                assert await peer.reg("find_actor", name="registrar") == [list(reg_addr)]
+                assert await peer.reg("find_actor", name="root") == [list(reg_addr)]
                 assert await peer.reg("ping") == list(actor.uid)
                 echo = await peer.call(FUNCS, "echo", value=[1, "two"])
                 assert isinstance(echo, Return) and echo.value == [1, "two"]
@@ -609,7 +609,7 @@ GOOD_ADDR = [["127.0.0.1", 9]]
         ("find_actor", {"name": 5}),
         ("find_actor", {"name": ""}),
         ("find_actor", {"name": None}),
-        ("find_actor", {"name": ["registrar"]}),
+        ("find_actor", {"name": ["root"]}),
         ("find_actors", {"name": 1.5}),
         ("wait_for_actor", {"name": 5}),
         ("wait_for_actor", {"name": ""}),
@@ -633,7 +633,7 @@ async def test_registry_call_invalid_arguments(
                 assert reply.type_name == "InvalidRequest", reply
                 assert reply.message
                 # The channel keeps working.
-                assert await peer.reg("find_actor", name="registrar") == [list(reg_addr)]
+                assert await peer.reg("find_actor", name="root") == [list(reg_addr)]
             await assert_still_serves(reg_addr, before)
 
 
@@ -664,7 +664,7 @@ async def test_registry_call_missing_or_unknown_kwargs(
                 reply = await peer.call("self", func, **kwargs)
                 assert isinstance(reply, Error), reply
                 assert reply.type_name == "TypeError", reply
-                assert await peer.reg("find_actor", name="registrar") == [list(reg_addr)]
+                assert await peer.reg("find_actor", name="root") == [list(reg_addr)]
             await assert_still_serves(reg_addr, before)
 
 
@@ -724,7 +724,7 @@ async def test_cancel_call_keeps_channel(reg_addr: tractor_reg.TCPAddress) -> No
                 await trio.testing.wait_all_tasks_blocked()
                 await peer.send(CancelCall(cid=cid))
                 await peer.send(CancelCall(cid=987654))  # unknown cid: ignored
-                reply = await peer.call("self", "find_actor", name="registrar")
+                reply = await peer.call("self", "find_actor", name="root")
                 assert isinstance(reply, Return) and reply.value == [list(reg_addr)]
                 # The cancelled call is never answered.
                 await expect_silence(peer)
@@ -772,7 +772,7 @@ async def test_register_and_unregister_someone_else_is_denied(
                 ("unregister_actor", {"uid": v_uid}),
                 ("unregister_actor", {"uid": ("victim", "victim-uuid")}),
                 ("renew_lease", {"uid": v_uid, "ttl": 0.01}),
-                ("unregister_actor", {"uid": ["registrar", tractor_reg.current_actor().uuid]}),
+                ("unregister_actor", {"uid": ["root", tractor_reg.current_actor().uuid]}),
             ]
             for func, kwargs in attempts:
                 reply = await mallory.call("self", func, **kwargs)
@@ -811,8 +811,8 @@ async def test_register_cannot_steal_a_live_actors_address(
                 assert reply.type_name == "PermissionDenied", reply
             assert await snapshot() == before
             assert await mallory.reg("find_actor", name="victim") == [list(victim_addr)]
-            assert await mallory.reg("find_actor", name="registrar") == [list(reg_addr)]
-            assert f"registrar.{actor.uuid}" in await mallory.reg("get_registry")
+            assert await mallory.reg("find_actor", name="root") == [list(reg_addr)]
+            assert f"root.{actor.uuid}" in await mallory.reg("get_registry")
 
 
 async def test_register_takes_over_an_address_whose_owner_is_gone(

@@ -185,11 +185,18 @@ async def test_grandchildren(reg_addr: tractor_reg.TCPAddress) -> None:
     assert not pid_alive(grandchild_pid)
 
 
-async def test_root_kwargs_refused_inside_running_root(reg_addr: tractor_reg.TCPAddress) -> None:
+async def test_root_kwargs_ignored_inside_running_root(reg_addr: tractor_reg.TCPAddress) -> None:
+    # As upstream: a nested open_nursery() takes the root's keywords and leaves the
+    # running actor as it is; a keyword open_root_actor() does not know is still refused.
     with trio.fail_after(20):
-        async with tractor_reg.open_root_actor(registry_addrs=[reg_addr]):
-            with pytest.raises(TypeError, match="root actor options"):
-                async with tractor_reg.open_nursery(name="x"):
+        async with tractor_reg.open_root_actor(registry_addrs=[reg_addr]) as root:
+            async with tractor_reg.open_nursery(name="x", loglevel="info") as an:
+                portal = await an.start_actor("nested", enable_modules=[FUNCS])
+                assert await portal.run(funcs.add, a=1, b=2) == 3
+            assert tractor_reg.current_actor() is root
+            assert root.name == "root"
+            with pytest.raises(TypeError, match="unexpected keyword arguments \\['bogus'\\]"):
+                async with tractor_reg.open_nursery(bogus=1):
                     pass
 
 

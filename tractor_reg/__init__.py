@@ -8,6 +8,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from . import msg, to_asyncio
 from ._actor import Actor
 from ._addr import (
     Address,
@@ -25,6 +26,7 @@ from ._discovery import find_actor, get_registry, query_actor, wait_for_actor
 from ._exceptions import (
     ActorCrashed,
     ActorNotFound,
+    ActorTooSlowError,
     AddressError,
     AuthenticationError,
     BackendClosed,
@@ -51,12 +53,24 @@ from ._exceptions import (
     TransportClosed,
 )
 from ._ipc import Aid, Channel
+from ._nongoals import (
+    Context,
+    MsgStream,
+    NonGoalError,
+    breakpoint,
+    context,
+    current_ipc_ctx,
+    pause,
+    pause_from_sync,
+    post_mortem,
+    stream,
+)
 from ._portal import LocalPortal, Portal
 from ._registrar import Registrar, RegistryLimits
-from ._root import open_registry_client, open_root_actor
+from ._root import open_registry_client, open_root_actor, run_daemon
 from ._security import SecurityConfigError, TLSConfig
 from ._spawn import ActorNursery, open_nursery
-from ._state import current_actor
+from ._state import current_actor, debug_mode, get_runtime_vars, is_root_process
 from ._watch import Watch, watch
 from .backends import Change
 
@@ -67,6 +81,7 @@ __all__ = [
     "ActorCrashed",
     "ActorNotFound",
     "ActorNursery",
+    "ActorTooSlowError",
     "Address",
     "AddressError",
     "AddressLike",
@@ -78,12 +93,15 @@ __all__ = [
     "Change",
     "ChangesExpired",
     "Channel",
+    "Context",
     "FrameTooLarge",
     "HandshakeError",
     "InvalidRequest",
     "LimitExceeded",
     "LocalPortal",
+    "MsgStream",
     "NoRuntime",
+    "NonGoalError",
     "PermissionDenied",
     "Portal",
     "ProtocolError",
@@ -105,17 +123,30 @@ __all__ = [
     "TransportClosed",
     "UDSAddress",
     "Watch",
+    "breakpoint",
+    "context",
     "current_actor",
+    "current_ipc_ctx",
+    "debug_mode",
     "default_registry_addr",
     "find_actor",
     "format_address",
     "get_registry",
+    "get_runtime_vars",
+    "is_root_process",
+    "msg",
     "open_nursery",
     "open_registry_client",
     "open_root_actor",
     "parse_address",
+    "pause",
+    "pause_from_sync",
+    "post_mortem",
     "prefer_addr",
     "query_actor",
+    "run_daemon",
+    "stream",
+    "to_asyncio",
     "unwrap_address",
     "wait_for_actor",
     "watch",

@@ -42,6 +42,7 @@ from ._ipc import (
     DEFAULT_MAX_FRAME_SIZE,
     Aid,
     Channel,
+    accepted_raddr,
     open_listener,
     open_stream,
 )
@@ -120,6 +121,7 @@ class Actor:
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         security: Security | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        loglevel: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"actor name must be a non-empty str, got {name!r}")
@@ -150,6 +152,8 @@ class Actor:
         self.security = security or Security()
         #: Inbound connections served at once; more are refused at accept.
         self.max_connections = max_connections
+        #: The log level this actor was started with (children inherit it).
+        self.loglevel = loglevel
         self._inbound = 0
 
         self._modules: dict[str, types.ModuleType] = {}
@@ -184,6 +188,37 @@ class Actor:
     @property
     def aid(self) -> Aid:
         return Aid(self.name, self.uuid, self.pid, self.is_registrar, tuple(self.accept_addrs))
+
+    @property
+    def accept_addr(self) -> Address:
+        """The first address this actor accepts connections on (upstream's primary address)."""
+        if not self.accept_addrs:
+            raise RuntimeError(f"actor {self.name!r} accepts no connections (yet)")
+        return self.accept_addrs[0]
+
+    @property
+    def registry_addrs(self) -> list[Address]:
+        """Upstream's name for :attr:`reg_addrs`."""
+        return list(self.reg_addrs)
+
+    @property
+    def is_arbiter(self) -> bool:
+        """Upstream's deprecated name for :attr:`is_registrar`."""
+        return self.is_registrar
+
+    def is_infected_aio(self) -> bool:
+        """Always ``False``: asyncio-infected actors are a non-goal of tractor_reg."""
+        return False
+
+    def get_parent(self) -> Portal:
+        """A portal to the actor that spawned this one.
+
+        Raises ``RuntimeError`` in a root actor (it has no parent) or before this actor
+        connected back to its parent.
+        """
+        if self._parent_chan is None:
+            raise RuntimeError(f"actor {self.name!r} has no parent (it is a root actor)")
+        return Portal(self._parent_chan, actor=self)
 
     def _hello(self, role: str = "peer") -> Handshake:
         secret = self.security.secret
@@ -373,7 +408,9 @@ class Actor:
             if stream.socket.family != socket.AF_UNIX and self.security.tls is not None:
                 secured = trio.SSLStream(stream, self.security.server_ctx, server_side=True)
             plain = secured is stream
-            chan = Channel(secured, max_frame_size=self.max_frame_size)
+            chan = Channel(
+                secured, raddr=accepted_raddr(stream), max_frame_size=self.max_frame_size
+            )
             if self._inbound >= self.max_connections:
                 service.start_soon(self._refuse_inbound, chan, plain)
                 continue

@@ -7,6 +7,7 @@ import sys
 import msgspec
 import trio
 
+from . import _state
 from ._actor import Actor
 from ._addr import wrap_address
 from ._log import setup_logging
@@ -25,6 +26,13 @@ def main() -> int:
         if path not in sys.path:
             sys.path.insert(0, path)
     setup_logging(spec.loglevel)
+    _state._mark_child_process()
+    _state._set_runtime_vars(
+        is_root=False,
+        root_addrs=spec.root_addrs,
+        registry_addrs=spec.reg_addrs,
+        transports=sorted({wrap_address(a).transport for a in spec.bind_addrs}),
+    )
     actor = Actor(
         spec.name,
         uuid=spec.uuid,
@@ -39,6 +47,7 @@ def main() -> int:
         lease_ttl=spec.lease_ttl,
         renew_interval=spec.renew_interval,
         call_timeout=spec.call_timeout,
+        loglevel=spec.loglevel,
         security=Security(
             spec.secret,
             TLSConfig(spec.tls_cert, spec.tls_key, spec.tls_ca)

@@ -167,3 +167,7 @@ class LimitExceeded(RegistryError):
 
 class RPCNotAllowed(PermissionDenied):
     """A call named a namespace or function the actor does not expose."""
+
+
+class ActorTooSlowError(TractorRegError, TimeoutError):
+    """A peer did not acknowledge a request (``cancel_actor(raise_on_timeout=True)``) in time."""

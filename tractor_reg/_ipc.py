@@ -90,11 +90,45 @@ class _PendingCall:
         self.error: BaseException | None = None
 
 
+def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    return stream.socket if isinstance(stream, trio.SocketStream) else None
+
+
+def _sockaddr_to_address(family: int, sockaddr: Any) -> Address | None:
+    if family == socket.AF_UNIX:
+        path = os.fsdecode(sockaddr) if sockaddr else ""
+        if not path.startswith("/"):
+            return None  # an unnamed (dialling) end has no path
+        directory, filename = os.path.split(path)
+        return UDSAddress(directory, filename)
+    return TCPAddress(str(sockaddr[0]), int(sockaddr[1]))
+
+
+def accepted_raddr(stream: trio.abc.Stream) -> Address | None:
+    """The remote address of an accepted connection, as upstream reports it.
+
+    TCP: the dialler's socket address. UDS: a dialling Unix socket has no path, so (as in
+    upstream) this is the listening socket file the connection came in on.
+    """
+    sock = _socket_of(stream)
+    if sock is None:
+        return None
+    try:
+        if sock.family == socket.AF_UNIX:
+            return _sockaddr_to_address(sock.family, sock.getsockname())
+        return _sockaddr_to_address(sock.family, sock.getpeername())
+    except OSError:
+        return None  # the dialler is gone already
+
+
 class Channel:
     """One connection to a peer actor.
 
-    ``aid`` is set once the handshake completed. ``raddr`` is the address this side dialled
-    (``None`` for accepted connections).
+    ``aid`` is set once the handshake completed. ``raddr`` is the address this side dialled;
+    on an accepted connection it is what the socket tells of the far end (see
+    :func:`accepted_raddr`).
     """
 
     def __init__(
@@ -140,6 +174,26 @@ class Channel:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def connected(self) -> bool:
+        """Whether the connection is still open (upstream's spelling of ``not closed``)."""
+        return not self._closed
+
+    @property
+    def uid(self) -> tuple[str, str]:
+        """The peer's ``(name, uuid)``."""
+        return self.aid.uid
+
+    @property
+    def laddr(self) -> Address | None:
+        """This side's socket address (``None`` once the socket is gone)."""
+        sock = _socket_of(self.stream)
+        if sock is None or sock.fileno() < 0:
+            return None
+        try:
+            return _sockaddr_to_address(sock.family, sock.getsockname())
+        except OSError:
+            return None
 
     @property
     def aid(self) -> Aid:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
-from ._exceptions import TransportClosed
+from ._exceptions import ActorTooSlowError, TransportClosed
+from ._nongoals import refuse
 
 if TYPE_CHECKING:
     from ._actor import Actor
@@ -30,6 +32,26 @@ def _func_ref(fn: Callable[..., Any]) -> tuple[str, str]:
     return module, name
 
 
+def _target(func: Callable[..., Any] | str, fn_name: str | None) -> tuple[str, str]:
+    """``(namespace, function)`` for ``run(fn)`` or the deprecated ``run('mod.path', 'fn')``."""
+    if isinstance(func, str):
+        if not isinstance(fn_name, str) or not fn_name:
+            raise TypeError(
+                "Portal.run('module.path', 'function') needs the function name as a str "
+                "second argument"
+            )
+        warnings.warn(
+            "Portal.run(namespace, function_name) is deprecated: pass the function itself, "
+            "or call Portal.run_from_ns() to name it",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return func, fn_name
+    if fn_name is not None:
+        raise TypeError("Portal.run(fn, ...) takes the function's arguments as keywords only")
+    return _func_ref(func)
+
+
 class Portal:
     """A connection to another actor through which its functions can be called.
 
@@ -37,6 +59,9 @@ class Portal:
     (``enable_modules``) and returns its result; remote exceptions arrive as
     :class:`RemoteActorError`.
     """
+
+    #: Seconds :meth:`cancel_actor` waits for the acknowledgement by default.
+    cancel_timeout: float = 3.0
 
     def __init__(self, channel: Channel, *, actor: Actor | None = None) -> None:
         self.channel = channel
@@ -47,9 +72,26 @@ class Portal:
     def __repr__(self) -> str:
         return f"<Portal to {self.channel!r}>"
 
-    async def run(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
-        """Run ``fn(**kwargs)`` in the remote actor and return the result."""
-        ns, name = _func_ref(fn)
+    @property
+    def chan(self) -> Channel:
+        """The channel to the remote actor (upstream's current name for :attr:`channel`)."""
+        return self.channel
+
+    @property
+    def actor(self) -> Actor | None:
+        """The local actor this portal belongs to."""
+        return self._actor
+
+    async def run(
+        self, func: Callable[..., Any] | str, fn_name: str | None = None, **kwargs: Any
+    ) -> Any:
+        """Run ``func(**kwargs)`` in the remote actor and return the result.
+
+        ``func`` is a module-level function of a module the remote actor enabled. The
+        older form ``run('module.path', 'function', **kwargs)`` still works with a
+        ``DeprecationWarning``, as upstream's does.
+        """
+        ns, name = _target(func, fn_name)
         return await self.channel.call(ns, name, kwargs)
 
     async def run_from_ns(self, namespace_path: str, function_name: str, **kwargs: Any) -> Any:
@@ -60,28 +102,54 @@ class Portal:
         """
         return await self.channel.call(namespace_path, function_name, kwargs)
 
-    async def result(self) -> Any:
-        """The return value of the function a ``run_in_actor`` child ran (waits for it)."""
+    async def wait_for_result(self, hide_tb: bool = True) -> Any:
+        """The return value of the function a ``run_in_actor`` child ran (waits for it).
+
+        Raises the :class:`RemoteActorError` the function raised, and ``RuntimeError`` on
+        a portal that ``run_in_actor()`` did not return. ``hide_tb`` is accepted for
+        upstream's signature.
+        """
         if self._result_waiter is None:
             raise RuntimeError(
-                "result() is only available on portals returned by ActorNursery.run_in_actor()"
+                "wait_for_result() is only available on portals returned by "
+                "ActorNursery.run_in_actor()"
             )
         return await self._result_waiter()
 
-    async def cancel_actor(self, timeout: float = 3.0) -> bool:
+    async def result(self) -> Any:
+        """Upstream's older name for :meth:`wait_for_result`."""
+        return await self.wait_for_result()
+
+    async def cancel_actor(
+        self, timeout: float | None = None, raise_on_timeout: bool = False
+    ) -> bool:
         """Ask the remote actor to shut down; ``True`` if it acknowledged in time.
 
-        A peer that is already gone counts as cancelled.
+        A peer that is already gone counts as cancelled. ``timeout`` defaults to
+        :attr:`cancel_timeout`; past it the answer is ``False``, or with
+        ``raise_on_timeout=True`` an ``ActorTooSlowError``.
         """
         if self.channel.closed:
             return True
-        with trio.move_on_after(timeout):
+        limit = self.cancel_timeout if timeout is None else timeout
+        with trio.move_on_after(limit):
             try:
                 await self.channel.call("self", "cancel", {})
             except TransportClosed:
                 return True
             return True
+        if raise_on_timeout:
+            raise ActorTooSlowError(
+                f"actor {self.channel.aid.name!r} did not acknowledge cancel_actor() "
+                f"within {limit:g}s"
+            )
         return False
+
+    async def open_context(self, *_args: Any, **_kwargs: Any) -> NoReturn:
+        refuse("Portal.open_context()", "streaming and contexts")
+
+    async def open_stream_from(self, *_args: Any, **_kwargs: Any) -> NoReturn:
+        refuse("Portal.open_stream_from()", "streaming and contexts")
 
     async def aclose(self) -> None:
         await self.channel.aclose()
@@ -99,6 +167,13 @@ class _LocalChannel:
     def aid(self) -> Aid:
         return self._actor.aid
 
+    @property
+    def uid(self) -> tuple[str, str]:
+        return self._actor.uid
+
+    def connected(self) -> bool:
+        return True
+
 
 class LocalPortal:
     """The :class:`Portal` call surface for an actor talking to itself (no IPC)."""
@@ -110,8 +185,14 @@ class LocalPortal:
     def __repr__(self) -> str:
         return f"<LocalPortal to {self.actor.name!r}>"
 
-    async def run(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
-        ns, name = _func_ref(fn)
+    @property
+    def chan(self) -> _LocalChannel:
+        return self.channel
+
+    async def run(
+        self, func: Callable[..., Any] | str, fn_name: str | None = None, **kwargs: Any
+    ) -> Any:
+        ns, name = _target(func, fn_name)
         return await self.run_from_ns(ns, name, **kwargs)
 
     async def run_from_ns(self, namespace_path: str, function_name: str, **kwargs: Any) -> Any:
@@ -121,9 +202,14 @@ class LocalPortal:
             result = await result
         return result
 
-    async def result(self) -> Any:
+    async def wait_for_result(self, hide_tb: bool = True) -> Any:
         raise RuntimeError("a LocalPortal has no run_in_actor result")
 
-    async def cancel_actor(self, timeout: float = 3.0) -> bool:
+    async def result(self) -> Any:
+        return await self.wait_for_result()
+
+    async def cancel_actor(
+        self, timeout: float | None = None, raise_on_timeout: bool = False
+    ) -> bool:
         self.actor.cancel_soon()
         return True

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import logging
 import os
 import ssl
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ from ._addr import (
     is_local_host,
     parse_address,
     runtime_dir,
+    unwrap_address,
     wrap_address,
 )
 from ._exceptions import AuthenticationError, RegistryUnavailable, RuntimeBootError
@@ -42,8 +44,9 @@ from ._ipc import (
     Channel,
     open_stream,
 )
-from ._log import setup_logging
+from ._log import check_level, setup_logging
 from ._msg import Handshake
+from ._options import check_non_goal_flags, check_start_method, merge_bind_addrs
 from ._registrar import DEFAULT_PROBE_TIMEOUT, DEFAULT_PURGE_INTERVAL, Registrar, RegistryLimits
 from ._security import NONCE_SIZE, Security, TLSConfig
 from ._util import collapse_eg
@@ -54,6 +57,8 @@ log = logging.getLogger("tractor_reg.root")
 ENV_BACKEND = "TRACTOR_REG_BACKEND"
 ENV_REGISTRY_ADDRS = "TRACTOR_REG_REGISTRY_ADDRS"
 DEFAULT_BACKEND_URL = "memory://"
+#: A root actor's name unless given one, registrar or not (as upstream).
+DEFAULT_ROOT_NAME = "root"
 
 Probe = Literal["absent", "registrar", "occupied"]
 
@@ -196,10 +201,25 @@ def _join_bind_addrs(
     return binds
 
 
+@contextmanager
+def _root_vars(actor: Actor, transports: list[str]) -> Iterator[None]:
+    """Publish the root's runtime variables (``get_runtime_vars()``) while it runs."""
+    _state._set_runtime_vars(
+        is_root=True,
+        root_addrs=[unwrap_address(a) for a in actor.accept_addrs],
+        registry_addrs=[unwrap_address(a) for a in actor.reg_addrs],
+        transports=transports,
+    )
+    try:
+        yield
+    finally:
+        _state._reset_runtime_vars()
+
+
 @asynccontextmanager
 async def open_root_actor(
     *,
-    name: str | None = None,
+    name: str | None = DEFAULT_ROOT_NAME,
     registry_addrs: Sequence[AddressLike] | None = None,
     enable_transports: Sequence[str] | None = None,
     ensure_registry: bool = False,
@@ -207,6 +227,14 @@ async def open_root_actor(
     enable_modules: Sequence[str] | None = None,
     loglevel: str | None = None,
     accept_addrs: Sequence[AddressLike] | None = None,
+    tpt_bind_addrs: Sequence[AddressLike] | None = None,
+    rpc_module_paths: Sequence[str] | None = None,
+    start_method: str | None = None,
+    debug_mode: bool = False,
+    maybe_enable_greenback: bool = False,
+    enable_stack_on_sig: bool = False,
+    hide_tb: bool = True,
+    debug_filter: Callable[[BaseException], bool] | None = None,
     lease_ttl: float = DEFAULT_LEASE_TTL,
     renew_interval: float | None = None,
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
@@ -227,12 +255,19 @@ async def open_root_actor(
     any of them, this root joins it and binds fresh addresses of the same transports. If
     nothing listens at any of them, this root becomes the :class:`Registrar`, binding
     those addresses, with its table kept in ``registry_backend`` (a URL or a backend
-    object; default ``$TRACTOR_REG_BACKEND``, else ``memory://``).
+    object; default ``$TRACTOR_REG_BACKEND``, else ``memory://``). Either way the root is
+    named ``'root'`` unless ``name`` says otherwise.
+
+    Upstream's keywords are accepted: ``tpt_bind_addrs`` (same as ``accept_addrs``),
+    ``rpc_module_paths`` (added to ``enable_modules``), ``start_method`` (``'trio'``),
+    ``hide_tb`` and ``debug_filter`` (no effect here); ``debug_mode``,
+    ``maybe_enable_greenback`` and ``enable_stack_on_sig`` must stay false
+    (:class:`NonGoalError` otherwise).
 
     Raises ``RuntimeError`` when an address is held by something that is not a registrar,
     when ``ensure_registry=True`` but another registrar answers, or when a root already
     runs in this process; ``ValueError`` for a registry address whose transport is not
-    enabled; ``TypeError`` for ``arbiter_addr=``.
+    enabled, a bad ``loglevel`` or ``start_method``; ``TypeError`` for ``arbiter_addr=``.
     """
     if "arbiter_addr" in unexpected:
         raise TypeError(
@@ -240,6 +275,18 @@ async def open_root_actor(
         )
     if unexpected:
         raise TypeError(f"open_root_actor() got unexpected keyword arguments {sorted(unexpected)}")
+    check_start_method(start_method)
+    check_non_goal_flags(
+        debug_mode=debug_mode,
+        maybe_enable_greenback=maybe_enable_greenback,
+        enable_stack_on_sig=enable_stack_on_sig,
+    )
+    if isinstance(enable_modules, str) or isinstance(rpc_module_paths, str):
+        raise TypeError("enable_modules must be a list of module names, not a str")
+    enable_modules = [*(enable_modules or []), *(rpc_module_paths or [])]
+    accept_addrs = merge_bind_addrs(accept_addrs, tpt_bind_addrs)
+    if loglevel is not None:
+        loglevel = check_level(loglevel)
     running = _state.maybe_current_actor()
     if running is not None:
         raise RuntimeBootError(f"a root actor already runs in this process: {running!r}")
@@ -268,6 +315,7 @@ async def open_root_actor(
         call_timeout=call_timeout,
         security=security,
         max_connections=max_connections,
+        loglevel=loglevel,
     )
 
     for attempt in range(3):
@@ -288,7 +336,7 @@ async def open_root_actor(
                     + ", ".join(str(a) for a in registrars)
                 )
             actor_uuid = str(uuidlib.uuid4())
-            actor_name = name or "root"
+            actor_name = name or DEFAULT_ROOT_NAME
             binds = (
                 [wrap_address(a) for a in accept_addrs]
                 if accept_addrs
@@ -300,11 +348,12 @@ async def open_root_actor(
             )
             actor.runtime_config = config  # type: ignore[attr-defined]
             async with actor.running():
-                yield actor
+                with _root_vars(actor, transports):
+                    yield actor
             return
 
         # Nobody answers anywhere: this root becomes the registrar.
-        actor_name = name or "registrar"
+        actor_name = name or DEFAULT_ROOT_NAME
         registrar_addrs = list(reg_addrs)
         if accept_addrs:
             registrar_addrs += [
@@ -326,7 +375,8 @@ async def open_root_actor(
                 registrar.runtime_config = config  # type: ignore[attr-defined]
                 async with registrar.running():
                     entered = True
-                    yield registrar
+                    with _root_vars(registrar, transports):
+                        yield registrar
             return
         except OSError as exc:
             if entered or exc.errno != errno.EADDRINUSE:
@@ -381,3 +431,37 @@ async def open_registry_client(
     )
     async with client.running():
         yield client
+
+
+def run_daemon(
+    enable_modules: Sequence[str],
+    name: str | None = DEFAULT_ROOT_NAME,
+    registry_addrs: Sequence[AddressLike] | None = None,
+    start_method: str | None = None,
+    debug_mode: bool = False,
+    **kwargs: Any,
+) -> None:
+    """Run a root actor that serves ``enable_modules`` until it is cancelled (blocking).
+
+    Upstream's convenience entry point: imports every module first (so a typo fails
+    before anything binds), then runs ``open_root_actor(...)`` under ``trio.run`` and
+    sleeps until Ctrl-C or a signal ends it. ``kwargs`` go to :func:`open_root_actor`.
+    """
+    if isinstance(enable_modules, str):
+        raise TypeError("enable_modules must be a list of module names, not a str")
+    modules = list(enable_modules)
+    for module in modules:
+        importlib.import_module(module)
+
+    async def _serve() -> None:
+        async with open_root_actor(
+            name=name,
+            registry_addrs=registry_addrs,
+            start_method=start_method,
+            debug_mode=debug_mode,
+            enable_modules=modules,
+            **kwargs,
+        ):
+            await trio.sleep_forever()
+
+    trio.run(_serve)

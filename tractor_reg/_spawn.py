@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import inspect
 import logging
 import os
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import uuid as uuidlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -17,8 +19,18 @@ import trio
 
 from . import _state
 from ._actor import Actor
-from ._addr import TCPAddress, UDSAddress, runtime_dir, unwrap_address
+from ._addr import (
+    TRANSPORTS,
+    Address,
+    AddressLike,
+    TCPAddress,
+    UDSAddress,
+    runtime_dir,
+    unwrap_address,
+)
 from ._exceptions import ActorCrashed, RemoteActorError, TransportClosed
+from ._log import check_level
+from ._options import check_non_goal_flags, merge_bind_addrs
 from ._portal import Portal, _func_ref
 from ._util import collapse_eg
 
@@ -53,6 +65,61 @@ class SpawnSpec(msgspec.Struct, frozen=True):
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    #: The root actor's addresses (``get_runtime_vars()['_root_addrs']`` in the child).
+    root_addrs: list[tuple[str, int | str]] = []
+
+
+#: The ``proc_kwargs`` a caller may set: the rest (pipes, session) the nursery needs itself.
+_PROC_KWARGS = frozenset({"env", "cwd"})
+
+
+@dataclass
+class _SpawnOptions:
+    """A child's settings, checked in the parent before any process starts."""
+
+    modules: list[str]
+    loglevel: str | None
+    transports: list[str] | None
+    bind_addrs: list[Address]
+    proc_kwargs: dict[str, Any]
+    inherit_parent_main: bool
+
+
+def _spawn_options(
+    enable_modules: Sequence[str] | None,
+    rpc_module_paths: Sequence[str] | None,
+    loglevel: str | None,
+    enable_transports: Sequence[str] | None,
+    bind_addrs: Sequence[AddressLike] | None,
+    proc_kwargs: dict[str, Any] | None,
+    *,
+    debug_mode: bool | None = None,
+    infect_asyncio: bool = False,
+    inherit_parent_main: bool = True,
+) -> _SpawnOptions:
+    check_non_goal_flags(debug_mode=debug_mode, infect_asyncio=infect_asyncio)
+    if isinstance(enable_modules, str) or isinstance(rpc_module_paths, str):
+        raise TypeError("enable_modules must be a list of module names, not a str")
+    if isinstance(enable_transports, str):
+        raise TypeError("enable_transports must be a list of transport names, not a str")
+    for transport in enable_transports or ():
+        if transport not in TRANSPORTS:
+            raise ValueError(f"unknown transport {transport!r}; expected one of {TRANSPORTS}")
+    extra = dict(proc_kwargs or {})
+    unknown = sorted(set(extra) - _PROC_KWARGS)
+    if unknown:
+        raise TypeError(
+            f"proc_kwargs {unknown} cannot be set: a child's pipes and session belong to its "
+            f"nursery (allowed: {sorted(_PROC_KWARGS)})"
+        )
+    return _SpawnOptions(
+        modules=[*(enable_modules or []), *(rpc_module_paths or [])],
+        loglevel=None if loglevel is None else check_level(loglevel),
+        transports=None if enable_transports is None else list(enable_transports),
+        bind_addrs=list(merge_bind_addrs(bind_addrs, None) or []),
+        proc_kwargs=extra,
+        inherit_parent_main=inherit_parent_main,
+    )
 
 
 class _Child:
@@ -135,18 +202,41 @@ class ActorNursery:
         self,
         name: str,
         *,
+        bind_addrs: Sequence[AddressLike] | None = None,
+        rpc_module_paths: Sequence[str] | None = None,
+        enable_transports: Sequence[str] | None = None,
         enable_modules: Sequence[str] | None = None,
         loglevel: str | None = None,
-        enable_transports: Sequence[str] | None = None,
-        rpc_module_paths: Sequence[str] | None = None,
+        debug_mode: bool | None = None,
+        infect_asyncio: bool = False,
+        inherit_parent_main: bool = True,
+        nursery: trio.Nursery | None = None,
+        proc_kwargs: dict[str, Any] | None = None,
     ) -> Portal:
-        """Start a daemon child actor and return a portal to it once it registered."""
+        """Start a daemon child actor and return a portal to it once it registered.
+
+        Upstream's keywords are accepted. ``bind_addrs`` are the addresses the child
+        listens on (default: fresh ones of each enabled transport); ``rpc_module_paths``
+        adds to ``enable_modules``; ``inherit_parent_main=False`` keeps the parent's
+        script from being loaded in the child even when ``__main__`` is enabled;
+        ``proc_kwargs`` may set the child's ``env`` and ``cwd``. ``nursery`` is accepted
+        and unused (children are always supervised by this nursery); ``debug_mode`` and
+        ``infect_asyncio`` must stay false.
+        """
         if not isinstance(name, str) or not name:
             raise ValueError(f"actor name must be a non-empty str, got {name!r}")
-        modules = list(enable_modules or []) + list(rpc_module_paths or [])
-        if isinstance(enable_modules, str):
-            raise TypeError("enable_modules must be a list of module names, not a str")
-        child = await self._spawn(name, modules, loglevel, enable_transports)
+        options = _spawn_options(
+            enable_modules,
+            rpc_module_paths,
+            loglevel,
+            enable_transports,
+            bind_addrs,
+            proc_kwargs,
+            debug_mode=debug_mode,
+            infect_asyncio=infect_asyncio,
+            inherit_parent_main=inherit_parent_main,
+        )
+        child = await self._spawn(name, options)
         assert child.portal is not None
         return child.portal
 
@@ -155,14 +245,33 @@ class ActorNursery:
         fn: Callable[..., Any],
         *,
         name: str | None = None,
+        bind_addrs: Sequence[AddressLike] | None = None,
+        rpc_module_paths: Sequence[str] | None = None,
         enable_modules: Sequence[str] | None = None,
         loglevel: str | None = None,
+        infect_asyncio: bool = False,
+        inherit_parent_main: bool = True,
+        proc_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> Portal:
-        """Start a child that runs ``fn(**kwargs)`` once; ``await portal.result()`` for it."""
+        """Start a child that runs ``fn(**kwargs)`` once; ``await portal.wait_for_result()``.
+
+        Takes :meth:`start_actor`'s keywords; every other keyword is an argument of ``fn``.
+        ``fn``'s module is enabled in the child.
+        """
         module, fname = _func_ref(fn)
-        modules = [module, *(enable_modules or [])]
-        child = await self._spawn(name or fname, modules, loglevel, None)
+        options = _spawn_options(
+            enable_modules,
+            rpc_module_paths,
+            loglevel,
+            None,
+            bind_addrs,
+            proc_kwargs,
+            infect_asyncio=infect_asyncio,
+            inherit_parent_main=inherit_parent_main,
+        )
+        options.modules.insert(0, module)
+        child = await self._spawn(name or fname, options)
         child.oneshot = True
         portal = child.portal
         assert portal is not None
@@ -187,22 +296,18 @@ class ActorNursery:
 
     # -- internals -----------------------------------------------------------------------
 
-    async def _spawn(
-        self,
-        name: str,
-        modules: list[str],
-        loglevel: str | None,
-        transports: Sequence[str] | None,
-    ) -> _Child:
+    async def _spawn(self, name: str, options: _SpawnOptions) -> _Child:
         actor = self._actor
+        modules = options.modules
+        loglevel = options.loglevel
         uuid = str(uuidlib.uuid4())
         parent_addr = next(
             (a for a in actor.accept_addrs if isinstance(a, UDSAddress)), actor.accept_addrs[0]
         )
-        main_path = _main_path() if "__main__" in modules else None
-        chosen = list(transports or self._transports)
-        binds: list[tuple[str, int | str]] = []
-        for transport in chosen:
+        main_path = _main_path() if "__main__" in modules and options.inherit_parent_main else None
+        chosen = list(options.transports or self._transports)
+        binds: list[tuple[str, int | str]] = [unwrap_address(a) for a in options.bind_addrs]
+        for transport in chosen if not binds else ():
             if transport == "tcp":
                 tcp = next((a for a in actor.accept_addrs if isinstance(a, TCPAddress)), None)
                 binds.append((tcp.host if tcp else "127.0.0.1", 0))
@@ -233,6 +338,7 @@ class ActorNursery:
             tls_cert=actor.security.tls.cert if actor.security.tls else None,
             tls_key=actor.security.tls.key if actor.security.tls else None,
             tls_ca=actor.security.tls.ca if actor.security.tls else None,
+            root_addrs=_state.get_runtime_vars()["_root_addrs"],
         )
         arrived, slot = actor.expect_child(uuid)
         proc = await trio.lowlevel.open_process(
@@ -240,6 +346,7 @@ class ActorNursery:
             stdin=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            **options.proc_kwargs,
         )
         child = _Child(name, uuid, proc)
         self._children[uuid] = child
@@ -391,20 +498,33 @@ async def _actor_nursery(actor: Actor) -> AsyncIterator[ActorNursery]:
 async def open_nursery(**root_kwargs: Any) -> AsyncIterator[ActorNursery]:
     """An :class:`ActorNursery`; opens a root actor first when none runs in this process.
 
-    ``root_kwargs`` go to :func:`open_root_actor` and are only allowed when this call opens
-    the root.
+    ``root_kwargs`` go to :func:`open_root_actor` when this call opens the root. Inside a
+    running actor they are checked (an unknown keyword is a ``TypeError``) and otherwise
+    ignored, as upstream does: the running actor's settings apply.
     """
+    from ._root import open_root_actor
+
     actor = _state.maybe_current_actor()
     if actor is None:
-        from ._root import open_root_actor
-
         async with open_root_actor(**root_kwargs) as root, _actor_nursery(root) as an:
             yield an
         return
+    unknown = sorted(set(root_kwargs) - _root_keywords(open_root_actor))
+    if unknown:
+        raise TypeError(f"open_nursery() got unexpected keyword arguments {unknown}")
     if root_kwargs:
-        raise TypeError(
-            f"open_nursery() got root actor options {sorted(root_kwargs)} but a root actor "
-            "already runs in this process; pass them to the outermost open_nursery()"
+        log.debug(
+            "open_nursery() inside running actor %r ignores root options %s",
+            actor.name,
+            sorted(root_kwargs),
         )
     async with _actor_nursery(actor) as an:
         yield an
+
+
+def _root_keywords(open_root: Callable[..., Any]) -> set[str]:
+    return {
+        p.name
+        for p in inspect.signature(open_root).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }

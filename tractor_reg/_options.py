@@ -1,0 +1,59 @@
+"""Checks of the runtime keywords shared by ``open_root_actor`` and the actor nursery.
+
+Upstream ``tractor`` programs pass keywords for features tractor_reg leaves out or spells
+differently; each is accepted, translated or refused here, once, with a clear message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ._addr import Address, AddressLike, wrap_address
+from ._nongoals import refuse
+
+#: Spawn methods upstream accepts; tractor_reg always starts a fresh interpreter per
+#: child (``python -m tractor_reg._child``), which is upstream's ``'trio'`` method.
+START_METHODS = ("trio",)
+
+
+def check_start_method(start_method: str | None) -> None:
+    if start_method is None or start_method in START_METHODS:
+        return
+    raise ValueError(
+        f"start_method={start_method!r} is not supported: tractor_reg starts every child "
+        "actor as a fresh Python process, upstream's 'trio' method (pass 'trio' or None)"
+    )
+
+
+def check_non_goal_flags(
+    *,
+    debug_mode: bool | None = False,
+    infect_asyncio: bool = False,
+    maybe_enable_greenback: bool = False,
+    enable_stack_on_sig: bool = False,
+) -> None:
+    """Refuse, by name, the upstream switches that turn on a non-goal."""
+    if debug_mode:
+        refuse("debug_mode=True", "the debugger")
+    if maybe_enable_greenback:
+        refuse("maybe_enable_greenback=True", "the debugger")
+    if enable_stack_on_sig:
+        refuse("enable_stack_on_sig=True", "the debugger")
+    if infect_asyncio:
+        refuse("infect_asyncio=True", "asyncio infection")
+
+
+def merge_bind_addrs(
+    accept_addrs: Sequence[AddressLike] | None, tpt_bind_addrs: Sequence[AddressLike] | None
+) -> list[Address] | None:
+    """``accept_addrs`` and upstream's ``tpt_bind_addrs``: two names for one setting."""
+    if accept_addrs is not None and tpt_bind_addrs is not None:
+        raise TypeError("pass accept_addrs or its upstream name tpt_bind_addrs, not both")
+    given = accept_addrs if accept_addrs is not None else tpt_bind_addrs
+    if given is None:
+        return None
+    if isinstance(given, str) or (
+        isinstance(given, tuple) and len(given) == 2 and not isinstance(given[0], list | tuple)
+    ):
+        raise TypeError("bind addresses must be a list of addresses, e.g. [('127.0.0.1', 0)]")
+    return [wrap_address(a) for a in given]
