@@ -171,3 +171,7 @@ class RPCNotAllowed(PermissionDenied):
 
 class ActorTooSlowError(TractorRegError, TimeoutError):
     """A peer did not acknowledge a request (``cancel_actor(raise_on_timeout=True)``) in time."""
+
+
+class InvalidArgument(TractorRegError, ValueError):
+    """A runtime keyword has a value this package cannot use (a start method, a transport)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ._addr import Address, AddressLike, wrap_address
+from ._exceptions import InvalidArgument
 from ._nongoals import refuse
 
 #: Spawn methods upstream accepts; tractor_reg always starts a fresh interpreter per
@@ -19,7 +20,7 @@ START_METHODS = ("trio",)
 def check_start_method(start_method: str | None) -> None:
     if start_method is None or start_method in START_METHODS:
         return
-    raise ValueError(
+    raise InvalidArgument(
         f"start_method={start_method!r} is not supported: tractor_reg starts every child "
         "actor as a fresh Python process, upstream's 'trio' method (pass 'trio' or None)"
     )

@@ -28,7 +28,7 @@ from ._addr import (
     runtime_dir,
     unwrap_address,
 )
-from ._exceptions import ActorCrashed, RemoteActorError, TransportClosed
+from ._exceptions import ActorCrashed, InvalidArgument, RemoteActorError, TransportClosed
 from ._log import check_level
 from ._options import check_non_goal_flags, merge_bind_addrs
 from ._portal import Portal, _func_ref
@@ -104,7 +104,7 @@ def _spawn_options(
         raise TypeError("enable_transports must be a list of transport names, not a str")
     for transport in enable_transports or ():
         if transport not in TRANSPORTS:
-            raise ValueError(f"unknown transport {transport!r}; expected one of {TRANSPORTS}")
+            raise InvalidArgument(f"unknown transport {transport!r}; expected one of {TRANSPORTS}")
     extra = dict(proc_kwargs or {})
     unknown = sorted(set(extra) - _PROC_KWARGS)
     if unknown:

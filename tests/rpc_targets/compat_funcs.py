@@ -1,0 +1,42 @@
+"""Functions child actors run in the upstream-compatibility tests (an enabled module)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import tractor_reg as tractor
+
+
+async def runtime_facts() -> dict[str, Any]:
+    """What upstream code reads about its own process and actor."""
+    actor = tractor.current_actor()
+    rtv = tractor.get_runtime_vars()
+    return {
+        "is_root_process": tractor.is_root_process(),
+        "name": actor.name,
+        "loglevel": actor.loglevel,
+        "accept_addr": list(actor.accept_addr),
+        "registry_addrs": [list(a) for a in actor.registry_addrs],
+        "rtv_is_root": rtv["_is_root"],
+        "rtv_root_mailbox": list(rtv["_root_mailbox"]),
+        "rtv_registry_addrs": [list(a) for a in rtv["_registry_addrs"]],
+        "parent_name": actor.get_parent().chan.aid.name,
+        "env": os.environ.get("TR_COMPAT_MARK"),
+        "cwd": os.getcwd(),
+    }
+
+
+async def hello() -> str:
+    return f"hello from {tractor.current_actor().name}"
+
+
+async def find_and_call(name: str) -> str:
+    """Look ``name`` up from inside a child and call it (upstream's daemon pattern)."""
+    async with tractor.find_actor(name) as portal:
+        assert portal is not None, f"find_actor({name!r}) found nothing"
+        answer: str = await portal.run(hello)
+    async with tractor.wait_for_actor(name) as portal:
+        again: str = await portal.run(hello)
+    assert again == answer
+    return answer
