@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import tempfile
+from typing import Any
 
 import pytest
 import trio
@@ -65,7 +66,7 @@ async def test_upstream_root_keywords_accepted(reg_addr: tractor.TCPAddress) -> 
     ],
 )
 async def test_bad_root_keywords_refused_before_binding(
-    reg_addr: tractor.TCPAddress, kwargs: dict[str, object], error: type[Exception], match: str
+    reg_addr: tractor.TCPAddress, kwargs: dict[str, Any], error: type[Exception], match: str
 ) -> None:
     with trio.fail_after(20):
         with pytest.raises(error, match=match) as caught:
@@ -162,7 +163,7 @@ async def test_start_actor_upstream_keywords(reg_addr: tractor.TCPAddress, uds_d
     ],
 )
 async def test_bad_child_keywords_fail_in_the_parent(
-    reg_addr: tractor.TCPAddress, kwargs: dict[str, object], error: type[Exception], match: str
+    reg_addr: tractor.TCPAddress, kwargs: dict[str, Any], error: type[Exception], match: str
 ) -> None:
     """A bad child setting is an error in the parent; no process is started for it and
     the children already running keep serving."""
@@ -170,7 +171,7 @@ async def test_bad_child_keywords_fail_in_the_parent(
         async with tractor.open_nursery(registry_addrs=[reg_addr]) as an:
             keeper = await an.start_actor("keeper", enable_modules=[FUNCS])
             with pytest.raises(error, match=match):
-                await an.start_actor("bad", enable_modules=[FUNCS], **kwargs)  # type: ignore[arg-type]
+                await an.start_actor("bad", enable_modules=[FUNCS], **kwargs)
             if "debug_mode" not in kwargs and "enable_transports" not in kwargs:
                 with pytest.raises(error, match=match):
                     await an.run_in_actor(funcs.add, a=1, b=1, **kwargs)
@@ -239,7 +240,7 @@ async def test_portal_and_channel_surface(reg_addr: tractor.TCPAddress) -> None:
             with pytest.raises(TypeError, match="second argument"):
                 await portal.run(FUNCS)
             with pytest.raises(TypeError, match="keywords only"):
-                await portal.run(funcs.add, "extra")  # type: ignore[arg-type]
+                await portal.run(funcs.add, "extra")
             with pytest.raises(RuntimeError, match="run_in_actor"):
                 await portal.wait_for_result()
             with pytest.raises(tractor.NonGoalError, match="open_context"):
@@ -319,7 +320,7 @@ def test_run_daemon_refuses_missing_module() -> None:
     with pytest.raises(ModuleNotFoundError, match="no_such_module_here"):
         tractor.run_daemon(["no_such_module_here"])
     with pytest.raises(TypeError, match="not a str"):
-        tractor.run_daemon("tests.rpc_targets.compat_funcs")  # type: ignore[arg-type]
+        tractor.run_daemon("tests.rpc_targets.compat_funcs")
 
 
 # -- out-of-scope names fail by name, not with AttributeError --------------------------------

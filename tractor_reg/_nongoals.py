@@ -11,7 +11,7 @@ The non-goals: streaming and contexts between actors, the multi-actor debugger, 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar, overload
 
 from ._exceptions import TractorRegError
 
@@ -44,14 +44,26 @@ def refuse(feature: str, non_goal: NonGoal) -> NoReturn:
 # -- streaming and contexts ------------------------------------------------------------------
 
 
-def context(func: _F | None = None, **_options: Any) -> Any:
+@overload
+def context(func: _F) -> _F: ...
+
+
+@overload
+def context(func: None = None, **_options: Any) -> Callable[[_F], _F]: ...
+
+
+def context(func: _F | None = None, **_options: Any) -> _F | Callable[[_F], _F]:
     """Upstream's ``@tractor.context`` decorator: the function is returned unchanged.
 
     Defining a context function is harmless; opening it (``Portal.open_context``) raises
     :class:`NonGoalError`.
     """
     if func is None:
-        return lambda fn: fn
+        return _unchanged
+    return func
+
+
+def _unchanged(func: _F) -> _F:
     return func
 
 
