@@ -297,6 +297,10 @@ async def test_runtime_vars_and_actor_attributes(reg_addr: tractor.TCPAddress) -
             assert facts["registry_addrs"] == [list(reg_addr)]
             assert facts["parent_name"] == "root"
     assert tractor.get_runtime_vars() == tractor.get_runtime_vars(clear_values=True)
+    fresh = tractor.get_runtime_vars(as_dict=False)
+    assert isinstance(fresh, tractor.RuntimeVars)
+    assert fresh._is_root is False
+    assert fresh._root_mailbox == (None, None)
 
 
 async def test_run_daemon(reg_addr: tractor.TCPAddress) -> None:

@@ -71,7 +71,13 @@ from ._registrar import Registrar, RegistryLimits
 from ._root import open_registry_client, open_root_actor, run_daemon
 from ._security import SecurityConfigError, TLSConfig
 from ._spawn import ActorNursery, open_nursery
-from ._state import current_actor, debug_mode, get_runtime_vars, is_root_process
+from ._state import (
+    RuntimeVars,
+    current_actor,
+    debug_mode,
+    get_runtime_vars,
+    is_root_process,
+)
 from ._watch import Watch, watch
 from .backends import Change
 
@@ -115,6 +121,7 @@ __all__ = [
     "RegistryUnavailable",
     "RemoteActorError",
     "RuntimeBootError",
+    "RuntimeVars",
     "SchemaError",
     "SecurityConfigError",
     "StoreBusy",

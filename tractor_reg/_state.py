@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextvars
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+import msgspec
 
 from ._exceptions import NoRuntime
 
@@ -61,16 +63,48 @@ _runtime_vars: dict[str, Any] = dict(_RUNTIME_VARS_DEFAULTS)
 _child_process = False
 
 
-def get_runtime_vars(as_dict: bool = True, clear_values: bool = False) -> dict[str, Any]:
+class RuntimeVars(msgspec.Struct):
+    """This process's runtime variables as a struct (``get_runtime_vars(as_dict=False)``)."""
+
+    _is_root: bool = False
+    _root_mailbox: tuple[str | None, int | str | None] = (None, None)
+    _root_addrs: list[tuple[str, int | str]] = []
+    _enable_tpts: list[str] = msgspec.field(default_factory=lambda: ["tcp"])
+    _registry_addrs: list[tuple[str, int | str]] = []
+    _debug_mode: bool = False
+    repl_fixture: bool = False
+    use_greenback: bool = False
+    use_stackscope: bool = False
+    _is_infected_aio: bool = False
+
+
+@overload
+def get_runtime_vars(
+    as_dict: Literal[True] = True, clear_values: bool = False
+) -> dict[str, Any]: ...
+
+
+@overload
+def get_runtime_vars(as_dict: Literal[False], clear_values: bool = False) -> RuntimeVars: ...
+
+
+def get_runtime_vars(
+    as_dict: bool = True, clear_values: bool = False
+) -> dict[str, Any] | RuntimeVars:
     """A copy of this process's runtime variables (upstream's names and shapes).
 
     ``_is_root``, ``_root_mailbox`` (the root actor's first address), ``_root_addrs``,
     ``_registry_addrs``, ``_enable_tpts`` and the debugger / asyncio flags (always off).
-    Addresses are plain tuples. ``clear_values=True`` gives the fresh-process defaults.
-    ``as_dict`` is accepted for upstream's signature; the answer is always a ``dict``.
+    Addresses are plain tuples. ``clear_values=True`` gives the fresh-process defaults;
+    ``as_dict=False`` a :class:`RuntimeVars`.
     """
     source = _RUNTIME_VARS_DEFAULTS if clear_values else _runtime_vars
-    return {key: list(value) if isinstance(value, list) else value for key, value in source.items()}
+    snapshot = {
+        key: list(value) if isinstance(value, list) else value for key, value in source.items()
+    }
+    if as_dict:
+        return snapshot
+    return msgspec.convert(snapshot, RuntimeVars)
 
 
 def _set_runtime_vars(
