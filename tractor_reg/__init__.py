@@ -8,6 +8,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from . import log, trionics
 from ._actor import Actor
 from ._addr import (
     Address,
@@ -21,6 +22,7 @@ from ._addr import (
     unwrap_address,
     wrap_address,
 )
+from ._clustering import open_actor_cluster
 from ._discovery import find_actor, get_registry, query_actor, wait_for_actor
 from ._exceptions import (
     ActorCrashed,
@@ -51,6 +53,7 @@ from ._exceptions import (
     TransportClosed,
 )
 from ._ipc import Aid, Channel
+from ._log import LogLevelError
 from ._portal import LocalPortal, Portal
 from ._registrar import Registrar, RegistryLimits
 from ._root import open_registry_client, open_root_actor
@@ -83,6 +86,7 @@ __all__ = [
     "InvalidRequest",
     "LimitExceeded",
     "LocalPortal",
+    "LogLevelError",
     "NoRuntime",
     "PermissionDenied",
     "Portal",
@@ -110,12 +114,15 @@ __all__ = [
     "find_actor",
     "format_address",
     "get_registry",
+    "log",
+    "open_actor_cluster",
     "open_nursery",
     "open_registry_client",
     "open_root_actor",
     "parse_address",
     "prefer_addr",
     "query_actor",
+    "trionics",
     "unwrap_address",
     "wait_for_actor",
     "watch",
