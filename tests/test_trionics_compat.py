@@ -193,6 +193,98 @@ async def test_gather_contexts_failure_and_errors() -> None:
             pass
 
 
+# -- maybe_open_context ----------------------------------------------------------------------
+
+
+class Counted:
+    """An async context manager factory that counts its entries and exits."""
+
+    def __init__(self) -> None:
+        self.entered = 0
+        self.exited = 0
+        self.fail_exit = False
+
+    @asynccontextmanager
+    async def open(self, name: str = "r") -> AsyncIterator[str]:
+        self.entered += 1
+        await trio.lowlevel.checkpoint()
+        try:
+            yield f"{name}-{self.entered}"
+        finally:
+            self.exited += 1
+            if self.fail_exit:
+                raise OSError("exit failed")
+
+
+async def test_maybe_open_context_shares_one_entry_among_tasks(
+    reg_addr: tractor.TCPAddress,
+) -> None:
+    res = Counted()
+    seen: list[tuple[bool, str]] = []
+    all_in = trio.Event()
+
+    async def user() -> None:
+        async with tractor.trionics.maybe_open_context(res.open, kwargs={"name": "a"}) as got:
+            seen.append(got)
+            if len(seen) == 3:
+                all_in.set()
+            await all_in.wait()
+
+    with trio.fail_after(20):
+        # the running actor's service nursery holds the shared context
+        async with tractor.open_root_actor(registry_addrs=[reg_addr]):
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(user)
+            assert sorted(seen) == [(False, "a-1"), (True, "a-1"), (True, "a-1")]
+            assert (res.entered, res.exited) == (1, 1)
+            # fully released: the next user opens it afresh
+            async with tractor.trionics.maybe_open_context(res.open, kwargs={"name": "a"}) as got:
+                assert got == (False, "a-2")
+            assert (res.entered, res.exited) == (2, 2)
+
+
+async def test_maybe_open_context_keys_and_errors() -> None:
+    res = Counted()
+    async with trio.open_nursery() as tn:
+        async with (
+            tractor.trionics.maybe_open_context(res.open, {"name": "a"}, tn=tn) as a,
+            tractor.trionics.maybe_open_context(res.open, {"name": "b"}, tn=tn) as b,
+            tractor.trionics.maybe_open_context(
+                res.open, {"name": "c"}, key=lambda name: "same", tn=tn
+            ) as c,
+            tractor.trionics.maybe_open_context(
+                res.open, {"name": "d"}, key=lambda name: "same", tn=tn
+            ) as d,
+            tractor.trionics.maybe_open_context(res.open, {"name": "e"}, key="k", tn=tn) as e,
+        ):
+            assert a == (False, "a-1") and b == (False, "b-2")
+            assert c == (False, "c-3") and d == (True, "c-3")
+            assert e == (False, "e-4")
+        assert res.exited == 4
+        # an error leaving the context reaches its last user
+        res.fail_exit = True
+        with pytest.raises(OSError, match="exit failed"):
+            async with tractor.trionics.maybe_open_context(res.open, tn=tn):
+                pass
+
+        # an error entering it reaches the user, and nothing stays cached
+        @asynccontextmanager
+        async def refuses(fail: bool = True) -> AsyncIterator[int]:
+            await trio.lowlevel.checkpoint()
+            if fail:
+                raise ConnectionRefusedError("no")
+            yield 1
+
+        for _ in range(2):
+            with pytest.raises(ConnectionRefusedError):
+                async with tractor.trionics.maybe_open_context(refuses, tn=tn):
+                    raise AssertionError("the block must not run")
+    with pytest.raises(RuntimeError, match="no tractor_reg actor"):
+        async with tractor.trionics.maybe_open_context(res.open):
+            pass
+
+
 # -- open_actor_cluster ----------------------------------------------------------------------
 
 

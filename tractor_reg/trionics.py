@@ -7,13 +7,15 @@ broadcast receivers belong to streaming, which tractor_reg does not implement.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import inspect
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import ModuleType
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import trio
 
+from ._state import current_actor
 from ._util import sole_leaf
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "gather_contexts",
     "get_collapsed_eg",
     "is_multi_cancelled",
+    "maybe_open_context",
     "maybe_open_nursery",
 ]
 
@@ -150,3 +153,100 @@ async def gather_contexts(
     finally:
         # The block may have left by an exception: release the holders either way.
         leave.set()
+
+
+class _Shared(Generic[T]):
+    """One cached context: how many blocks use it, and its exit."""
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+        self.users = 0
+        self.release = trio.Event()
+        self.exited = trio.Event()
+        self.exit_error: Exception | None = None
+
+
+async def _hold(
+    mngr: AbstractAsyncContextManager[T],
+    task_status: trio.TaskStatus[_Shared[T]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Enter ``mngr``, report it, and stay inside until its last user releases it."""
+    shared: _Shared[T] | None = None
+    try:
+        async with mngr as value:
+            shared = _Shared(value)
+            task_status.started(shared)
+            await shared.release.wait()
+    except Exception as exc:
+        if shared is None:
+            raise
+        # An error leaving the context belongs to its last user, not to the nursery that
+        # happens to run this task.
+        shared.exit_error = exc
+    finally:
+        if shared is not None:
+            shared.exited.set()
+
+
+_shared: dict[Hashable, _Shared[Any]] = {}
+_locks: dict[Hashable, trio.Lock] = {}
+
+
+@asynccontextmanager
+async def maybe_open_context(
+    acm_func: Callable[..., AbstractAsyncContextManager[T]],
+    kwargs: dict[str, Any] | None = None,
+    key: Hashable | Callable[..., Hashable] = None,
+    tn: trio.Nursery | None = None,
+) -> AsyncIterator[tuple[bool, T]]:
+    """Share one ``acm_func(**kwargs)`` context among the tasks of this actor.
+
+    Yields ``(cache_hit, value)``: the first block to ask enters the context (in a task
+    of ``tn``, else of the running actor's service nursery) and gets ``False``; blocks
+    asking for the same key while it is open get ``True`` and the same value. The last
+    block to leave exits the context, and receives any error its exit raised. The key is
+    ``key(**kwargs)`` for a function ``key``, else ``key``, else the items of ``kwargs``
+    (which must then be hashable), always together with ``acm_func``.
+    """
+    kwargs = dict(kwargs or {})
+    if inspect.isfunction(key):
+        sub_key: Hashable = key(**kwargs)
+    else:
+        sub_key = key if key is not None else tuple(kwargs.items())
+    # The function itself, not its id(): bound methods are new objects on every access but
+    # compare equal, and a dead function's id can be reused.
+    ctx_key = (acm_func, sub_key)
+    lock = _locks.setdefault(ctx_key, trio.Lock())
+    async with lock:
+        cached: _Shared[T] | None = _shared.get(ctx_key)
+        hit = cached is not None
+        if cached is None:
+            nursery = tn if tn is not None else _service_nursery()
+            cached = await nursery.start(_hold, acm_func(**kwargs))
+            _shared[ctx_key] = cached
+        shared: _Shared[T] = cached
+        shared.users += 1
+    try:
+        yield hit, shared.value
+    finally:
+        shared.users -= 1
+        if shared.users == 0:
+            # Under the lock, so an entrant either joins before this check or finds the
+            # key free and opens a fresh context once the old one has fully exited.
+            with trio.CancelScope(shield=True):
+                async with lock:
+                    if shared.users == 0 and _shared.get(ctx_key) is shared:
+                        del _shared[ctx_key]
+                        shared.release.set()
+                        await shared.exited.wait()
+                        if not lock.statistics().tasks_waiting:
+                            del _locks[ctx_key]
+            if shared.exit_error is not None:
+                raise shared.exit_error
+
+
+def _service_nursery() -> trio.Nursery:
+    service = current_actor()._service
+    if service is None:
+        raise RuntimeError("maybe_open_context() needs a running actor or a tn= nursery")
+    return service
