@@ -8,7 +8,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from . import msg, to_asyncio
+from . import log, msg, to_asyncio, trionics
 from ._actor import Actor
 from ._addr import (
     Address,
@@ -22,6 +22,7 @@ from ._addr import (
     unwrap_address,
     wrap_address,
 )
+from ._clustering import open_actor_cluster
 from ._discovery import find_actor, get_registry, query_actor, wait_for_actor
 from ._exceptions import (
     ActorCrashed,
@@ -54,6 +55,7 @@ from ._exceptions import (
     TransportClosed,
 )
 from ._ipc import Aid, Channel
+from ._log import LogLevelError
 from ._nongoals import (
     Context,
     MsgStream,
@@ -107,6 +109,7 @@ __all__ = [
     "InvalidRequest",
     "LimitExceeded",
     "LocalPortal",
+    "LogLevelError",
     "MsgStream",
     "NoRuntime",
     "NonGoalError",
@@ -143,7 +146,9 @@ __all__ = [
     "get_registry",
     "get_runtime_vars",
     "is_root_process",
+    "log",
     "msg",
+    "open_actor_cluster",
     "open_nursery",
     "open_registry_client",
     "open_root_actor",
@@ -156,6 +161,7 @@ __all__ = [
     "run_daemon",
     "stream",
     "to_asyncio",
+    "trionics",
     "unwrap_address",
     "wait_for_actor",
     "watch",

@@ -56,7 +56,7 @@ from ._exceptions import (
     TractorRegError,
 )
 from ._ipc import DEFAULT_HANDSHAKE_TIMEOUT
-from ._log import check_level, setup_logging
+from ._log import check_level, level_value, setup_logging
 from ._root import (
     ENV_BACKEND,
     ENV_REGISTRY_ADDRS,
@@ -99,7 +99,7 @@ _ENV_HELP = {
     ENV_REGISTRY_ADDRS: "comma-separated registry addresses, e.g. "
     f"tcp://HOST:PORT,uds:///PATH (default {DEFAULT_LISTEN})",
     ENV_BACKEND: "backend URL (default: a SQLite file in the state directory)",
-    ENV_LOG_LEVEL: "debug, info, warning, error or critical",
+    ENV_LOG_LEVEL: "a log level, as --log-level takes",
     ENV_STATE_HOME: "the per-user state directory (default ~/.local/state); the default "
     "backend is $XDG_STATE_HOME/tractor_reg/registry.db",
     ENV_SECRET_FILE: "file holding the shared secret peers must prove (>= 16 bytes)",
@@ -497,8 +497,9 @@ def _add_log_options(parser: argparse.ArgumentParser, default: Any) -> None:
         type=_level_arg,
         default=default,
         metavar="LEVEL",
-        help=f"debug, info, warning, error or critical (default: ${ENV_LOG_LEVEL}, else "
-        "info for serve and warning for the other commands); debug also shows tracebacks",
+        help="debug, info, warning, error or critical, or one of tractor's extra levels "
+        f"transport, runtime, devx, cancel, pdb (default: ${ENV_LOG_LEVEL}, else info for "
+        "serve and warning for the other commands); debug and below also show tracebacks",
     )
     parser.add_argument(
         "--log-format",
@@ -1435,7 +1436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = False
     try:
         level = _log_level(args)
-        debug = level == "debug"
+        debug = level_value(level) <= logging.DEBUG
         setup_logging(level, getattr(args, "log_format", None) or "text")
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
-def _sole_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+def sole_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     """The single exception a chain of one-member groups wraps, else ``None``."""
     exc: BaseException = group
     while isinstance(exc, BaseExceptionGroup):
@@ -27,7 +27,7 @@ def collapse_eg() -> Iterator[None]:
     try:
         yield
     except BaseExceptionGroup as group:
-        leaf = _sole_leaf(group)
+        leaf = sole_leaf(group)
         if leaf is None:
             raise
         raise leaf from leaf.__cause__
