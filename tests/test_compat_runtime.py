@@ -243,6 +243,18 @@ async def test_portal_and_channel_surface(reg_addr: tractor.TCPAddress) -> None:
                 await portal.run(funcs.add, "extra")
             with pytest.raises(RuntimeError, match="run_in_actor"):
                 await portal.wait_for_result()
+            # upstream's Channel.from_addr(): a connected, handshaken channel of our own
+            direct = await tractor.Channel.from_addr(chan.aid.accept_addrs[0])
+            try:
+                assert direct.aid.uid == chan.aid.uid
+                assert await tractor.Portal(direct).run(compat_funcs.hello) == (
+                    "hello from surface"
+                )
+            finally:
+                await direct.aclose()
+            assert not direct.connected()
+            with pytest.raises(tractor.NonGoalError, match="apply_codec"):
+                chan.apply_codec()
             with pytest.raises(tractor.NonGoalError, match="open_context"):
                 await portal.open_context(compat_funcs.hello)
             with pytest.raises(NotImplementedError, match="streaming and contexts"):

@@ -16,12 +16,12 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 import trio
 
-from ._addr import Address, TCPAddress, UDSAddress, check_uds_path, wrap_address
+from ._addr import Address, AddressLike, TCPAddress, UDSAddress, check_uds_path, wrap_address
 from ._exceptions import (
     AuthenticationError,
     FrameTooLarge,
@@ -42,6 +42,7 @@ from ._msg import (
     decode,
     encode,
 )
+from ._nongoals import refuse
 from ._security import NONCE_SIZE, check_proof, proof
 
 log = logging.getLogger("tractor_reg.ipc")
@@ -178,6 +179,21 @@ class Channel:
     def connected(self) -> bool:
         """Whether the connection is still open (upstream's spelling of ``not closed``)."""
         return not self._closed
+
+    @classmethod
+    async def from_addr(cls, addr: AddressLike, **_transport_kwargs: Any) -> Channel:
+        """Connect this process's actor to the actor at ``addr`` (upstream's constructor).
+
+        The channel has completed its handshake and is served by the running actor, so
+        ``Portal(chan)`` calls through it; the caller owns it and closes it with
+        :meth:`aclose`. Raises :class:`NoRuntime` outside a running actor.
+        """
+        from ._state import current_actor
+
+        return await current_actor().dial(wrap_address(addr), cache=False)
+
+    def apply_codec(self, *_args: Any, **_kwargs: Any) -> NoReturn:
+        refuse("Channel.apply_codec()", "streaming and contexts")
 
     @property
     def uid(self) -> tuple[str, str]:
