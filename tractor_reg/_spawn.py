@@ -18,7 +18,8 @@ import trio
 from . import _state
 from ._actor import Actor
 from ._addr import TCPAddress, UDSAddress, runtime_dir, unwrap_address
-from ._exceptions import ActorCrashed, RemoteActorError, TransportClosed
+from ._exceptions import ActorCrashed, RemoteActorError, TransportClosed, unpack_error
+from ._msg import Error
 from ._portal import Portal, _func_ref
 from ._util import collapse_eg
 
@@ -53,6 +54,13 @@ class SpawnSpec(msgspec.Struct, frozen=True):
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    #: A pipe the child writes a boxed ``Error`` to if it fails before it connected back
+    #: to its parent (e.g. an ``enable_modules`` import error); closed once it did.
+    report_fd: int | None = None
+
+
+#: Bytes of boot report kept; a longer one is drained and ignored (crash report instead).
+_REPORT_MAX = 1 << 20
 
 
 class _Child:
@@ -66,6 +74,8 @@ class _Child:
         self.exited = trio.Event()
         self.stderr_tail: collections.deque[bytes] = collections.deque()
         self.stderr_done = trio.Event()
+        self.report = bytearray()
+        self.report_done = trio.Event()
         # run_in_actor bookkeeping
         self.oneshot = False
         self.result_ready = trio.Event()
@@ -84,10 +94,23 @@ class _Child:
             else f"exited with code {code}"
         )
         return ActorCrashed(
-            "ActorCrashed",
             f"actor {self.name!r} {how} {when}",
-            self.tail(),
-            (self.name, self.uuid),
+            boxed_type=ActorCrashed,
+            tb_str=self.tail(),
+            src_uid=(self.name, self.uuid),
+        )
+
+    def boot_error(self) -> RemoteActorError | None:
+        """The error the child reported before it could connect back, if it did."""
+        if not self.report or len(self.report) > _REPORT_MAX:
+            return None
+        try:
+            msg = msgspec.msgpack.decode(bytes(self.report), type=Error)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("actor %r sent an unreadable boot report", self.name)
+            return None
+        return unpack_error(
+            msg, f"actor {self.name!r} failed to start: {msg.type_name}: {msg.message}"
         )
 
 
@@ -234,15 +257,27 @@ class ActorNursery:
             tls_key=actor.security.tls.key if actor.security.tls else None,
             tls_ca=actor.security.tls.ca if actor.security.tls else None,
         )
+        report_r, report_w = os.pipe()
+        spec = msgspec.structs.replace(spec, report_fd=report_w)
         arrived, slot = actor.expect_child(uuid)
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "tractor_reg._child"],
-            stdin=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        started = False
+        try:
+            proc = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "tractor_reg._child"],
+                stdin=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                pass_fds=(report_w,),
+            )
+            started = True
+        finally:
+            # The child holds the only write end: EOF once it connected back or exited.
+            os.close(report_w)
+            if not started:
+                os.close(report_r)
         child = _Child(name, uuid, proc)
         self._children[uuid] = child
+        self._nursery.start_soon(self._read_report, child, trio.lowlevel.FdStream(report_r))
         self._nursery.start_soon(self._relay_stderr, child)
         self._nursery.start_soon(self._monitor, child, arrived)
         try:
@@ -261,14 +296,18 @@ class ActorNursery:
                 return child
             if timeout.cancelled_caught:
                 raise ActorCrashed(
-                    "ActorCrashed",
                     f"actor {name!r} did not connect back within {self.spawn_timeout}s",
-                    child.tail(),
-                    (name, uuid),
+                    boxed_type=ActorCrashed,
+                    tb_str=child.tail(),
+                    src_uid=(name, uuid),
                 )
-            # The process exited before connecting back.
+            # The process exited before connecting back: it reported why, or it crashed.
             with trio.move_on_after(1.0):
+                await child.report_done.wait()
                 await child.stderr_done.wait()
+            boot_error = child.boot_error()
+            if boot_error is not None:
+                raise boot_error
             raise child.crashed("before it connected back to its parent")
         finally:
             actor.forget_child(uuid)
@@ -300,6 +339,18 @@ class ActorNursery:
             pass
         finally:
             child.stderr_done.set()
+
+    async def _read_report(self, child: _Child, stream: trio.lowlevel.FdStream) -> None:
+        """Collect the child's boot report; EOF comes once it connected back or exited."""
+        try:
+            while chunk := await stream.receive_some(65536):
+                if len(child.report) <= _REPORT_MAX:
+                    child.report += chunk
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            child.report_done.set()
+            await stream.aclose()
 
     async def _monitor(self, child: _Child, arrived: trio.Event) -> None:
         await child.proc.wait()
