@@ -339,6 +339,20 @@ async def test_several_failures_surface_as_one_flat_group(
     )
 
 
+async def test_flat_group_inside_an_explicit_root_actor(
+    reg_addr: tractor_reg.TCPAddress,
+) -> None:
+    # The root actor's own nurseries must not wrap the group on its way out either.
+    with trio.fail_after(60), pytest.raises(ExceptionGroup) as info:
+        async with tractor.open_root_actor(registry_addrs=[reg_addr]):
+            async with tractor.open_nursery() as an:
+                for index in range(3):
+                    await an.run_in_actor(errors_funcs.fail, name=f"child{index}", index=index)
+    members = info.value.exceptions
+    assert len(members) == 3
+    assert all(type(e) is tractor.RemoteActorError for e in members)
+
+
 async def test_one_failure_is_the_remote_error_itself(reg_addr: tractor_reg.TCPAddress) -> None:
     with trio.fail_after(30), pytest.raises(tractor.RemoteActorError) as info:
         async with tractor.open_nursery(registry_addrs=[reg_addr]) as an:
