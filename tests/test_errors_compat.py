@@ -219,6 +219,14 @@ def test_upstream_exception_names(name: str, bases: tuple[type | str, ...]) -> N
         assert issubclass(exc_type, getattr(tractor, base) if isinstance(base, str) else base)
 
 
+def test_transport_closed_as_upstream_builds_it() -> None:
+    cause = trio.BrokenResourceError("pipe broke")
+    closed = tractor.TransportClosed("gone", src_exc=cause)
+    assert closed.message == "gone" == str(closed)
+    assert closed.src_exc is cause and closed.__cause__ is cause
+    assert tractor.TransportClosed("plain").src_exc is None
+
+
 def test_non_goal_exception_names_exist_where_upstream_keeps_them() -> None:
     # asyncio infection and the debugger are non-goals: the names exist, never raised.
     for name in ("AsyncioCancelled", "AsyncioTaskExited", "TrioCancelled", "TrioTaskExited"):

@@ -66,7 +66,30 @@ class AuthenticationError(HandshakeError):
 
 
 class TransportClosed(TractorRegError):
-    """The channel's underlying connection closed (peer gone, or closed locally)."""
+    """The channel's underlying connection closed (peer gone, or closed locally).
+
+    Upstream's constructor: ``TransportClosed(message, loglevel=..., src_exc=None)``;
+    ``src_exc`` is the transport error behind it (``__cause__`` when chained).
+    ``loglevel`` and ``raise_on_report`` steer upstream's internal reporting: accepted,
+    unused.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        loglevel: str = "transport",
+        src_exc: BaseException | None = None,
+        raise_on_report: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self._src_exc = src_exc
+        if src_exc is not None and self.__cause__ is None:
+            self.__cause__ = src_exc
+
+    @property
+    def src_exc(self) -> BaseException | None:
+        return self.__cause__ or self._src_exc
 
 
 # -- addresses -----------------------------------------------------------------------------
