@@ -130,6 +130,9 @@ class ActorNursery:
     waits for every ``run_in_actor`` result, then cancels every remaining child; on an
     error, cancellation or Ctrl-C it cancels them at once. A child that exits with an
     error code on its own raises :class:`ActorCrashed` (a :class:`RemoteActorError`) here.
+    A child that fails before it is up (an ``enable_modules`` import error, ...) makes
+    ``start_actor``/``run_in_actor`` raise a :class:`RemoteActorError` boxing that error.
+    Several failed ``run_in_actor`` results leave the block as one flat exception group.
     """
 
     def __init__(self, actor: Actor, nursery: trio.Nursery) -> None:
