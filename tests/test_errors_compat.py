@@ -406,7 +406,9 @@ async def test_relayed_error_keeps_its_source(reg_addr: tractor_reg.TCPAddress) 
     assert err.src_uid is not None and err.src_uid[0] == "grandchild"
     assert err.relay_uid == portal.channel.aid.uid
     assert [uid[0] for uid in err.relay_path] == ["grandchild", "mid"]
-    assert "deep" in str(err)
+    assert err.message.startswith("KeyError: 'deep' in actor 'grandchild'")
+    assert err.message.endswith("(relayed by 'mid')")
+    assert "relay_failure" in err.tb_str and "raise_builtin" in err.tb_str
 
 
 # -- find_actor(raise_on_none=True) --------------------------------------------------------------

@@ -598,6 +598,8 @@ def pack_error(
     """
     here = list(uid) if uid is not None else None
     tb = "".join(traceback.format_exception(exc)) if tb_str is None else tb_str
+    # A RemoteActorError's str() appends the remote traceback, which tb already holds.
+    text = exc.message if isinstance(exc, RemoteActorError) else str(exc)
     exc_type = type(exc)
     src_uid = here
     src_name = src_module = ""
@@ -615,7 +617,7 @@ def pack_error(
     return Error(
         cid=cid,
         type_name=exc_type.__name__,
-        message=prefix + str(exc),
+        message=prefix + text,
         traceback=tb,
         src_uid=src_uid,
         type_module=exc_type.__module__,
@@ -635,11 +637,14 @@ def unpack_error(msg: Error, message: str | None = None) -> RemoteActorError:
     """The :class:`RemoteActorError` to raise for an ``Error`` message (not raised)."""
     if message is None:
         src = msg.src_uid
-        where = f" in actor {src[0]!r}" if src and len(src) == 2 else ""
         relay = msg.relay_path[-1] if msg.relay_path else None
-        if where and relay and relay != src and len(relay) == 2:
-            where += f" (relayed by {relay[0]!r})"
-        message = f"{msg.type_name}: {msg.message}{where}"
+        if msg.src_type_name:
+            # relayed: the message already names the source error and actor
+            by = f" (relayed by {relay[0]!r})" if relay and len(relay) == 2 else ""
+            message = f"{msg.message}{by}"
+        else:
+            where = f" in actor {src[0]!r}" if src and len(src) == 2 else ""
+            message = f"{msg.type_name}: {msg.message}{where}"
     box = _BOX_TYPES.get(msg.type_name, RemoteActorError)
     if box is not RemoteActorError and _resolve(msg.type_name, msg.type_module) is not box:
         box = RemoteActorError
