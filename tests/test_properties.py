@@ -367,6 +367,7 @@ ALLOWED_ERRORS = {
     "TypeError",  # missing or unexpected keyword arguments
     "PermissionDenied",  # another uid, or a live actor's address
     "RPCNotAllowed",  # cancel from a non-parent, unknown endpoints
+    "ModuleNotExposed",  # a module the registrar did not enable (an RPCNotAllowed)
     "ActorNotFound",  # remove: nothing matches
     "ChangesExpired",  # watch_changes: since older than the kept history
     "LimitExceeded",  # too many addresses for one uid
@@ -658,7 +659,8 @@ async def test_registrar_endpoint_fuzz(reg_addr: tractor_reg.TCPAddress, func: s
 
 
 async def test_unknown_endpoints_fuzz(reg_addr: tractor_reg.TCPAddress) -> None:
-    """Any other namespace or function name is refused with RPCNotAllowed."""
+    """Any other namespace or function name is refused with RPCNotAllowed (a module
+    that is not enabled with its subclass ModuleNotExposed)."""
     async with registrar(reg_addr) as actor:
         assert isinstance(actor, Registrar)
         known = Registrar.SELF_ENDPOINTS
@@ -677,7 +679,9 @@ async def test_unknown_endpoints_fuzz(reg_addr: tractor_reg.TCPAddress) -> None:
                     async with client(reg_addr, *ME) as peer:
                         reply = await raw_call(peer, ns, func, kwargs)
                         assert not isinstance(reply, Return), reply
-                        assert reply.type_name == "RPCNotAllowed", reply
+                        enabled = ns == "self" or ns in actor.enable_modules
+                        refusal = "RPCNotAllowed" if enabled else "ModuleNotExposed"
+                        assert reply.type_name == refusal, reply
                         assert await peer.reg("ping") == [actor.name, actor.uuid]
 
             trio.from_thread.run(call)

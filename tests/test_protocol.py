@@ -490,25 +490,32 @@ async def test_handshake_identity_is_reported(reg_addr: tractor_reg.TCPAddress) 
 
 
 @pytest.mark.parametrize(
-    ("ns", "func"),
+    ("ns", "func", "refusal"),
     [
-        pytest.param("no.such.module", "f", id="unknown-namespace"),
-        pytest.param("", "f", id="empty-namespace"),
-        pytest.param("self", "no_such_endpoint", id="unknown-self-endpoint"),
-        pytest.param("self", "_register", id="private-method"),
-        pytest.param("self", "cancel_soon", id="public-method-not-exposed"),
-        pytest.param("self", "__init__", id="dunder"),
-        pytest.param("self", "backend", id="self-attribute"),
-        pytest.param(FUNCS, "no_such_function", id="unknown-function"),
-        pytest.param(FUNCS, "trio", id="module-attribute"),
-        pytest.param(FUNCS, "annotations", id="non-function-attribute"),
-        pytest.param(FUNCS, "__name__", id="dunder-attribute"),
-        pytest.param("os", "getpid", id="module-not-enabled"),
-        pytest.param("tractor_reg._registrar", "Registrar", id="runtime-module-not-enabled"),
-        pytest.param("builtins", "eval", id="builtins"),
+        pytest.param("no.such.module", "f", "ModuleNotExposed", id="unknown-namespace"),
+        pytest.param("", "f", "ModuleNotExposed", id="empty-namespace"),
+        pytest.param("self", "no_such_endpoint", "RPCNotAllowed", id="unknown-self-endpoint"),
+        pytest.param("self", "_register", "RPCNotAllowed", id="private-method"),
+        pytest.param("self", "cancel_soon", "RPCNotAllowed", id="public-method-not-exposed"),
+        pytest.param("self", "__init__", "RPCNotAllowed", id="dunder"),
+        pytest.param("self", "backend", "RPCNotAllowed", id="self-attribute"),
+        pytest.param(FUNCS, "no_such_function", "RPCNotAllowed", id="unknown-function"),
+        pytest.param(FUNCS, "trio", "RPCNotAllowed", id="module-attribute"),
+        pytest.param(FUNCS, "annotations", "RPCNotAllowed", id="non-function-attribute"),
+        pytest.param(FUNCS, "__name__", "RPCNotAllowed", id="dunder-attribute"),
+        pytest.param("os", "getpid", "ModuleNotExposed", id="module-not-enabled"),
+        pytest.param(
+            "tractor_reg._registrar",
+            "Registrar",
+            "ModuleNotExposed",
+            id="runtime-module-not-enabled",
+        ),
+        pytest.param("builtins", "eval", "ModuleNotExposed", id="builtins"),
     ],
 )
-async def test_call_not_allowed(reg_addr: tractor_reg.TCPAddress, ns: str, func: str) -> None:
+async def test_call_not_allowed(
+    reg_addr: tractor_reg.TCPAddress, ns: str, func: str, refusal: str
+) -> None:
     with trio.fail_after(10):
         async with registrar(reg_addr) as actor:
             before = await snapshot()
@@ -516,7 +523,8 @@ async def test_call_not_allowed(reg_addr: tractor_reg.TCPAddress, ns: str, func:
                 reply = await peer.call(ns, func, name="x")
                 assert isinstance(reply, Error), reply
                 assert reply.cid != 0
-                assert reply.type_name == "RPCNotAllowed"
+                # a module that is not enabled: ModuleNotExposed (an RPCNotAllowed)
+                assert reply.type_name == refusal
                 assert func in reply.message or repr(ns) in reply.message
                 assert reply.src_uid == list(actor.uid)
                 # The channel still works: the next call succeeds.
@@ -538,7 +546,7 @@ async def test_many_bad_calls_then_good_ones_on_one_channel(
                 replies = {}
                 for _ in cids:
                     msg = await peer.recv()
-                    assert isinstance(msg, Error) and msg.type_name == "RPCNotAllowed", msg
+                    assert isinstance(msg, Error) and msg.type_name == "ModuleNotExposed", msg
                     replies[msg.cid] = msg
                 assert sorted(replies) == sorted(cids)
                 assert await peer.reg("find_actor", name="nobody") is None

@@ -53,12 +53,14 @@ async def test_rpc_limited_to_enabled_modules(reg_addr: tractor_reg.TCPAddress) 
     with trio.fail_after(30):
         async with tractor_reg.open_nursery(registry_addrs=[reg_addr]) as an:
             portal = await an.start_actor("svc", enable_modules=[])
+            # a module that is not enabled: ModuleNotExposed, an RPCNotAllowed
             with pytest.raises(tractor_reg.RemoteActorError) as info:
                 await portal.run(funcs.add, a=1, b=2)
-            assert info.value.type_name == "RPCNotAllowed"
+            assert info.value.type_name == "ModuleNotExposed"
+            assert info.value.boxed_type is tractor_reg.ModuleNotExposed
             with pytest.raises(tractor_reg.RemoteActorError) as info:
                 await portal.run_from_ns("os", "getpid")
-            assert info.value.type_name == "RPCNotAllowed"
+            assert info.value.boxed_type is tractor_reg.ModuleNotExposed
             with pytest.raises(tractor_reg.RemoteActorError) as info:
                 await portal.run_from_ns("self", "register_actor", uid=["a", "b"], addr=["h", 1])
             assert info.value.type_name == "RPCNotAllowed"

@@ -12,7 +12,6 @@ import socket
 import ssl
 import sys
 import time
-import traceback
 import types
 import uuid as uuidlib
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -29,12 +28,14 @@ from ._exceptions import (
     HandshakeError,
     InvalidRequest,
     LimitExceeded,
+    ModuleNotExposed,
     ProtocolError,
     RegistryTimeout,
     RemoteActorError,
     RPCNotAllowed,
     RuntimeBootError,
     TransportClosed,
+    pack_error,
 )
 from ._ipc import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -289,7 +290,8 @@ class Actor:
         return module
 
     def resolve_rpc(self, ns: str, func: str) -> Callable[..., Any]:
-        """The callable a peer's ``Call(ns, func)`` names, or :class:`RPCNotAllowed`."""
+        """The callable a peer's ``Call(ns, func)`` names; :class:`ModuleNotExposed` for a
+        module that is not enabled, :class:`RPCNotAllowed` for anything else refused."""
         if ns == "self":
             if func not in self.SELF_ENDPOINTS:
                 raise RPCNotAllowed(
@@ -300,9 +302,10 @@ class Actor:
             return method
         module = self._modules.get(ns)
         if module is None:
-            raise RPCNotAllowed(
+            raise ModuleNotExposed(
                 f"module {ns!r} is not enabled in actor {self.name!r} "
-                f"(enable_modules={self.enable_modules})"
+                f"(enable_modules={self.enable_modules})",
+                name=ns,
             )
         fn = getattr(module, func, None)
         # Only Python functions *defined* in the enabled module: a name merely imported
@@ -716,14 +719,7 @@ class Actor:
         """Tell a misbehaving peer why it is being dropped (best effort, bounded)."""
         with trio.move_on_after(1.0):
             try:
-                await chan.send(
-                    Error(
-                        cid=0,
-                        type_name=type(exc).__name__,
-                        message=str(exc),
-                        src_uid=list(self.uid),
-                    )
-                )
+                await chan.send(pack_error(exc, uid=self.uid, tb_str=""))
             except TransportClosed:
                 pass
 
@@ -869,13 +865,7 @@ class Actor:
             pass
 
     def _error_reply(self, cid: int, exc: Exception, prefix: str = "") -> Error:
-        return Error(
-            cid=cid,
-            type_name=type(exc).__name__,
-            message=prefix + str(exc),
-            traceback="".join(traceback.format_exception(exc)),
-            src_uid=list(self.uid),
-        )
+        return pack_error(exc, cid=cid, uid=self.uid, prefix=prefix)
 
     # -- children ------------------------------------------------------------------------
 

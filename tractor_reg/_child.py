@@ -2,26 +2,70 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import msgspec
 import trio
 
-from . import _state
+from . import _msg, _state
 from ._actor import Actor
 from ._addr import wrap_address
+from ._exceptions import pack_error
 from ._log import setup_logging
 from ._security import Security, TLSConfig
 from ._spawn import SpawnSpec
 
 
-async def _run(actor: Actor) -> None:
+class _BootReport:
+    """The pipe on which a child tells its parent why it failed to boot.
+
+    Open until the actor has connected back to its parent; from then on failures reach
+    the parent over that connection (or as a crash), never through this pipe.
+    """
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+    def send(self, exc: Exception, uid: tuple[str, str]) -> bool:
+        """Send ``exc`` boxed to the parent; False when the pipe is closed or broken."""
+        if self.fd is None:
+            return False
+        data = memoryview(_msg.encode(pack_error(exc, uid=uid)))
+        try:
+            while data:
+                data = data[os.write(self.fd, data) :]
+        except OSError:
+            return False
+        finally:
+            self.close()
+        return True
+
+
+async def _run(actor: Actor, report: _BootReport) -> None:
     async with actor.running():
+        report.close()
         await trio.sleep_forever()
 
 
 def main() -> int:
     spec = msgspec.msgpack.decode(sys.stdin.buffer.read(), type=SpawnSpec)
+    report = _BootReport(spec.report_fd)
+    try:
+        return _main(spec, report)
+    except Exception as exc:
+        # Boot failures (an enable_modules import error, ...) go to the parent boxed.
+        if report.send(exc, (spec.name, spec.uuid)):
+            return 1
+        raise
+
+
+def _main(spec: SpawnSpec, report: _BootReport) -> int:
     for path in reversed(spec.sys_path):
         if path not in sys.path:
             sys.path.insert(0, path)
@@ -57,7 +101,7 @@ def main() -> int:
     )
     actor.runtime_config = _ChildConfig(spec)  # type: ignore[attr-defined]
     try:
-        trio.run(_run, actor)
+        trio.run(_run, actor, report)
     except KeyboardInterrupt:
         return 130
     return 0

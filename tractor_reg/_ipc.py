@@ -29,6 +29,7 @@ from ._exceptions import (
     ProtocolError,
     RemoteActorError,
     TransportClosed,
+    unpack_error,
 )
 from ._msg import (
     PROTOCOL_VERSION,
@@ -519,8 +520,7 @@ class Channel:
 
 
 def error_from_msg(msg: Error) -> RemoteActorError:
-    src = (msg.src_uid[0], msg.src_uid[1]) if msg.src_uid and len(msg.src_uid) == 2 else None
-    return RemoteActorError(msg.type_name, msg.message, msg.traceback, src)
+    return unpack_error(msg)
 
 
 async def open_stream(addr: Address, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> trio.abc.Stream:

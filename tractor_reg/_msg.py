@@ -53,14 +53,27 @@ class Return(msgspec.Struct, tag="return", tag_field="t", frozen=True):
 
 
 class Error(msgspec.Struct, tag="error", tag_field="t", frozen=True):
-    """A failure. ``cid`` is 0 for errors about the channel itself (protocol violations)."""
+    """A failure. ``cid`` is 0 for errors about the channel itself (protocol violations).
+
+    Every field after ``src_uid`` has a default, so frames from peers that predate it
+    still decode; peers that predate it ignore it (unknown fields are skipped).
+    """
 
     cid: int
+    #: ``__name__`` of the boxed exception's type (upstream's ``boxed_type_str``).
     type_name: str
     message: str
     traceback: str = ""
-    #: ``[name, uuid]`` of the actor where it was raised.
+    #: ``[name, uuid]`` of the actor where the original exception was raised.
     src_uid: list[str] | None = None
+    #: ``__module__`` of the boxed type ("" when unknown).
+    type_module: str = ""
+    #: Name and module of the original exception's type when it differs from the boxed
+    #: one (a relayed ``RemoteActorError``); "" means "same as the boxed type".
+    src_type_name: str = ""
+    src_type_module: str = ""
+    #: ``[name, uuid]`` of every actor that boxed it, first (the source) to last.
+    relay_path: list[list[str]] = []
 
 
 class CancelCall(msgspec.Struct, tag="cancel", tag_field="t", frozen=True):

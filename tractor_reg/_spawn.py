@@ -28,8 +28,15 @@ from ._addr import (
     runtime_dir,
     unwrap_address,
 )
-from ._exceptions import ActorCrashed, InvalidArgument, RemoteActorError, TransportClosed
+from ._exceptions import (
+    ActorCrashed,
+    InvalidArgument,
+    RemoteActorError,
+    TransportClosed,
+    unpack_error,
+)
 from ._log import check_level
+from ._msg import Error
 from ._options import check_non_goal_flags, merge_bind_addrs
 from ._portal import Portal, _func_ref
 from ._util import collapse_eg
@@ -67,6 +74,13 @@ class SpawnSpec(msgspec.Struct, frozen=True):
     tls_ca: str | None = None
     #: The root actor's addresses (``get_runtime_vars()['_root_addrs']`` in the child).
     root_addrs: list[tuple[str, int | str]] = []
+    #: A pipe the child writes a boxed ``Error`` to if it fails before it connected back
+    #: to its parent (e.g. an ``enable_modules`` import error); closed once it did.
+    report_fd: int | None = None
+
+
+#: Bytes of boot report kept; a longer one is drained and ignored (crash report instead).
+_REPORT_MAX = 1 << 20
 
 
 #: The ``proc_kwargs`` a caller may set: the rest (pipes, session) the nursery needs itself.
@@ -133,6 +147,8 @@ class _Child:
         self.exited = trio.Event()
         self.stderr_tail: collections.deque[bytes] = collections.deque()
         self.stderr_done = trio.Event()
+        self.report = bytearray()
+        self.report_done = trio.Event()
         # run_in_actor bookkeeping
         self.oneshot = False
         self.result_ready = trio.Event()
@@ -151,10 +167,23 @@ class _Child:
             else f"exited with code {code}"
         )
         return ActorCrashed(
-            "ActorCrashed",
             f"actor {self.name!r} {how} {when}",
-            self.tail(),
-            (self.name, self.uuid),
+            boxed_type=ActorCrashed,
+            tb_str=self.tail(),
+            src_uid=(self.name, self.uuid),
+        )
+
+    def boot_error(self) -> RemoteActorError | None:
+        """The error the child reported before it could connect back, if it did."""
+        if not self.report or len(self.report) > _REPORT_MAX:
+            return None
+        try:
+            msg = msgspec.msgpack.decode(bytes(self.report), type=Error)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("actor %r sent an unreadable boot report", self.name)
+            return None
+        return unpack_error(
+            msg, f"actor {self.name!r} failed to start: {msg.type_name}: {msg.message}"
         )
 
 
@@ -174,6 +203,9 @@ class ActorNursery:
     waits for every ``run_in_actor`` result, then cancels every remaining child; on an
     error, cancellation or Ctrl-C it cancels them at once. A child that exits with an
     error code on its own raises :class:`ActorCrashed` (a :class:`RemoteActorError`) here.
+    A child that fails before it is up (an ``enable_modules`` import error, ...) makes
+    ``start_actor``/``run_in_actor`` raise a :class:`RemoteActorError` boxing that error.
+    Several failed ``run_in_actor`` results leave the block as one flat exception group.
     """
 
     def __init__(self, actor: Actor, nursery: trio.Nursery) -> None:
@@ -340,16 +372,28 @@ class ActorNursery:
             tls_ca=actor.security.tls.ca if actor.security.tls else None,
             root_addrs=_state.get_runtime_vars()["_root_addrs"],
         )
+        report_r, report_w = os.pipe()
+        spec = msgspec.structs.replace(spec, report_fd=report_w)
         arrived, slot = actor.expect_child(uuid)
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "tractor_reg._child"],
-            stdin=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            **options.proc_kwargs,
-        )
+        started = False
+        try:
+            proc = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "tractor_reg._child"],
+                stdin=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                pass_fds=(report_w,),
+                **options.proc_kwargs,
+            )
+            started = True
+        finally:
+            # The child holds the only write end: EOF once it connected back or exited.
+            os.close(report_w)
+            if not started:
+                os.close(report_r)
         child = _Child(name, uuid, proc)
         self._children[uuid] = child
+        self._nursery.start_soon(self._read_report, child, trio.lowlevel.FdStream(report_r))
         self._nursery.start_soon(self._relay_stderr, child)
         self._nursery.start_soon(self._monitor, child, arrived)
         try:
@@ -368,14 +412,18 @@ class ActorNursery:
                 return child
             if timeout.cancelled_caught:
                 raise ActorCrashed(
-                    "ActorCrashed",
                     f"actor {name!r} did not connect back within {self.spawn_timeout}s",
-                    child.tail(),
-                    (name, uuid),
+                    boxed_type=ActorCrashed,
+                    tb_str=child.tail(),
+                    src_uid=(name, uuid),
                 )
-            # The process exited before connecting back.
+            # The process exited before connecting back: it reported why, or it crashed.
             with trio.move_on_after(1.0):
+                await child.report_done.wait()
                 await child.stderr_done.wait()
+            boot_error = child.boot_error()
+            if boot_error is not None:
+                raise boot_error
             raise child.crashed("before it connected back to its parent")
         finally:
             actor.forget_child(uuid)
@@ -407,6 +455,18 @@ class ActorNursery:
             pass
         finally:
             child.stderr_done.set()
+
+    async def _read_report(self, child: _Child, stream: trio.lowlevel.FdStream) -> None:
+        """Collect the child's boot report; EOF comes once it connected back or exited."""
+        try:
+            while chunk := await stream.receive_some(65536):
+                if len(child.report) <= _REPORT_MAX:
+                    child.report += chunk
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            child.report_done.set()
+            await stream.aclose()
 
     async def _monitor(self, child: _Child, arrived: trio.Event) -> None:
         await child.proc.wait()

@@ -6,14 +6,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
-def sole_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The single exception a chain of one-member groups wraps, else ``None``."""
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """What a chain of one-member groups wraps (a leaf or a group of several), or
+    ``None`` when ``group`` itself has several members."""
     exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        if len(exc.exceptions) != 1:
-            return None
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
-    return exc
+    return None if exc is group else exc
+
+
+def sole_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The single non-group exception a chain of one-member groups wraps, else ``None``."""
+    inner = _unwrap(group)
+    return None if isinstance(inner, BaseExceptionGroup) else inner
 
 
 @contextmanager
@@ -21,13 +26,14 @@ def collapse_eg() -> Iterator[None]:
     """Re-raise a trio nursery's one-member exception group as its only member.
 
     The runtime runs user code inside nurseries it owns; users should see the exception
-    their code raised, not a group wrapping it. Groups with several members are left
-    alone, since each member matters.
+    their code raised, not a group wrapping it. A group of several members is what the
+    code raised (each member matters): it is re-raised as it is, without the one-member
+    groups nurseries wrapped around it.
     """
     try:
         yield
     except BaseExceptionGroup as group:
-        leaf = sole_leaf(group)
-        if leaf is None:
+        inner = _unwrap(group)
+        if inner is None:
             raise
-        raise leaf from leaf.__cause__
+        raise inner from inner.__cause__
