@@ -8,6 +8,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+# ``tractor_reg.discovery`` is an attribute, as ``tractor.discovery`` is upstream.
+from . import discovery as discovery
 from ._actor import Actor
 from ._addr import (
     Address,
@@ -51,6 +53,7 @@ from ._exceptions import (
     TransportClosed,
 )
 from ._ipc import Aid, Channel
+from ._multiaddr import mk_maddr, parse_endpoints, parse_maddr
 from ._portal import LocalPortal, Portal
 from ._registrar import Registrar, RegistryLimits
 from ._root import open_registry_client, open_root_actor
@@ -110,10 +113,13 @@ __all__ = [
     "find_actor",
     "format_address",
     "get_registry",
+    "mk_maddr",
     "open_nursery",
     "open_registry_client",
     "open_root_actor",
     "parse_address",
+    "parse_endpoints",
+    "parse_maddr",
     "prefer_addr",
     "query_actor",
     "unwrap_address",

@@ -7,6 +7,7 @@ a registrar. Registrar connections are dialled once and reused across calls.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal, overload
@@ -29,7 +30,7 @@ WAIT_POLL = 10.0
 def _reg_addrs(actor: Actor, given: Sequence[AddressLike] | AddressLike | None) -> list[Address]:
     if given is None:
         return list(actor.reg_addrs)
-    if isinstance(given, str) or (
+    if isinstance(given, str | os.PathLike) or (
         isinstance(given, tuple | list)
         and len(given) == 2
         and not isinstance(given[0], tuple | list)
