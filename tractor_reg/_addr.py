@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, Self, TypeAlias, overload
+from typing import Any, ClassVar, NamedTuple, Protocol, Self, TypeAlias, overload
 from urllib.parse import quote, unquote, urlsplit
 
 from . import _state
@@ -76,7 +76,8 @@ class TCPAddress(_TCPFields):
             ip = ipaddress.ip_address(self.host.split("%", 1)[0])
         except ValueError:
             return True
-        return not (ip.is_unspecified or ip.is_multicast or ip.is_reserved)
+        # ::1 sits in the reserved ::/8 block yet is the IPv6 loopback.
+        return ip.is_loopback or not (ip.is_unspecified or ip.is_multicast or ip.is_reserved)
 
     def unwrap(self) -> tuple[str, int]:
         """The plain ``(host, port)`` tuple."""
@@ -240,6 +241,27 @@ class UDSAddress(_UDSFields):
 
 _SAFE_LABEL = re.compile(r"[^A-Za-z0-9_.-]")
 
+
+class MaddrProtocol(Protocol):
+    """One protocol of a multiaddr's stack (``ip4``, ``tcp``, ``unix``, ...)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def code(self) -> int: ...
+
+
+class Multiaddr(Protocol):
+    """What this package and its users rely on of a ``multiaddr.Multiaddr`` (that package
+    ships no type information). ``str()`` of one is its multiaddr string."""
+
+    def protocols(self) -> Sequence[MaddrProtocol]: ...
+    def value_for_protocol(self, proto: str | int) -> str | None: ...
+    def to_bytes(self) -> bytes: ...
+    def encapsulate(self, other: str | Multiaddr) -> Multiaddr: ...
+    def decapsulate(self, other: str | Multiaddr) -> Multiaddr: ...
+
+
 Address: TypeAlias = TCPAddress | UDSAddress
 #: What users may pass where an address is expected.
 AddressLike: TypeAlias = (
@@ -249,6 +271,7 @@ AddressLike: TypeAlias = (
     | list[Any]
     | str
     | os.PathLike[str]
+    | Multiaddr
 )
 
 _FORMS = (
@@ -293,6 +316,8 @@ def coerce_address(value: object) -> Address:
     if isinstance(value, tuple | list) and len(value) == 2:
         first, second = value
         if isinstance(first, os.PathLike) or isinstance(second, os.PathLike):
+            if not isinstance(second, str | os.PathLike):
+                raise AddressError(f"address {value!r}: a path pairs with a file name, not a port")
             first, second = _fspath_part(value, first), _fspath_part(value, second)
         if not isinstance(first, str) or not first:
             raise AddressError(f"address {value!r}: first element must be a non-empty str")
@@ -311,6 +336,20 @@ def coerce_address(value: object) -> Address:
                 raise AddressError(f"address {value!r}: UDS directory contains NUL")
             return UDSAddress(first, second)
     raise AddressError(f"not an address: {value!r}; expected {_FORMS}")
+
+
+def is_address_pair(value: object) -> bool:
+    """True if ``value`` is one ``(host, port)`` or ``(directory, filename)`` pair, not a
+    list of two addresses: its second item is a port or a file name (no ``/``), which no
+    address string (URL or multiaddr) is."""
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        return False
+    first, second = value
+    if isinstance(first, tuple | list):
+        return False
+    if isinstance(second, os.PathLike):
+        second = os.fspath(second)
+    return not isinstance(second, str | bytes) or "/" not in str(second)
 
 
 def _is_multiaddr(value: object) -> bool:

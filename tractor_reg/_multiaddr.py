@@ -14,9 +14,17 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import Protocol, TypeAlias
+from typing import TypeAlias
 
-from ._addr import Address, AddressLike, TCPAddress, UDSAddress, coerce_address, wrap_address
+from ._addr import (
+    Address,
+    AddressLike,
+    Multiaddr,
+    TCPAddress,
+    UDSAddress,
+    coerce_address,
+    wrap_address,
+)
 from ._exceptions import AddressError
 
 #: The multiaddr forms an address can take, for error messages.
@@ -27,26 +35,6 @@ SUPPORTED_MADDRS = "/ip4/ADDR/tcp/PORT, /ip6/ADDR/tcp/PORT or /unix/ABSOLUTE_SOC
 EndpointsTable: TypeAlias = Mapping[str, Sequence[AddressLike | None]]
 #: :func:`parse_endpoints`' answer: service name -> addresses.
 ParsedEndpoints: TypeAlias = dict[str, list[Address]]
-
-
-class MaddrProtocol(Protocol):
-    """One protocol of a multiaddr's stack (``ip4``, ``tcp``, ``unix``, ...)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def code(self) -> int: ...
-
-
-class Multiaddr(Protocol):
-    """What this package and its users rely on of a ``multiaddr.Multiaddr`` (that package
-    ships no type information). ``str()`` of one is its multiaddr string."""
-
-    def protocols(self) -> Sequence[MaddrProtocol]: ...
-    def value_for_protocol(self, proto: str | int) -> str | None: ...
-    def to_bytes(self) -> bytes: ...
-    def encapsulate(self, other: str | Multiaddr) -> Multiaddr: ...
-    def decapsulate(self, other: str | Multiaddr) -> Multiaddr: ...
 
 
 def _new_maddr(text: str) -> Multiaddr:
