@@ -124,7 +124,7 @@ def test_unwrap_via_package() -> None:
         pytest.param((), id="empty-tuple"),
         pytest.param({"host": "h", "port": 1}, id="dict"),
         pytest.param({"h", 1}, id="set"),
-        pytest.param(None, id="none"),
+        pytest.param((None, "a.sock"), id="none-dir"),
         pytest.param(1616, id="int"),
         pytest.param(b"tcp://h:1", id="bytes"),
         pytest.param((b"h", 1), id="bytes-host"),
@@ -341,7 +341,8 @@ def test_prefer_addr_accepts_strings_lists_and_iterables() -> None:
     ]
     ranked = prefer_addr(iter(given))
     assert ranked == [("/tmp/d", "a.sock"), ("127.0.0.1", 2), (REMOTE_V4, 1)]
-    assert [type(a) for a in ranked] == [UDSAddress, TCPAddress, TCPAddress]
+    expected: list[type[tractor_reg.Address]] = [UDSAddress, TCPAddress, TCPAddress]
+    assert [type(a) for a in ranked] == expected
 
 
 def test_prefer_addr_single_and_order_stability() -> None:

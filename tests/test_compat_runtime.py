@@ -272,8 +272,12 @@ async def test_uds_child_channel_raddr(reg_addr: tractor.TCPAddress, uds_dir: st
             portal = await an.start_actor("uds-kid", enable_modules=[COMPAT])
             raddr = portal.chan.raddr
             assert isinstance(raddr, tractor.UDSAddress)
-            # As upstream: the listening socket file the child's connection came in on.
+            # As upstream: the listening socket file the child's connection came in on,
+            # and the child's pid as the kernel reports it.
             assert raddr in tractor.current_actor().accept_addrs
+            assert raddr.proto_key == "uds"
+            assert raddr.maybe_pid == portal.chan.aid.pid
+            assert raddr.sockpath == raddr.bindspace / raddr.filename
 
 
 async def test_runtime_vars_and_actor_attributes(reg_addr: tractor.TCPAddress) -> None:

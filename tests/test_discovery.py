@@ -201,10 +201,11 @@ async def test_multihomed_lookup_prefers_uds(reg_addr: tractor_reg.TCPAddress) -
             assert await seeker.run(funcs.find_and_call, name="svc", value=1) == 1
             async with tractor_reg.get_registry() as reg:
                 addrs = await reg.run_from_ns("self", "find_actor", name="svc")
-            assert {type(tractor_reg.wrap_address(a)) for a in addrs} == {
+            both: set[type[tractor_reg.Address]] = {
                 tractor_reg.TCPAddress,
                 tractor_reg.UDSAddress,
             }
+            assert {type(tractor_reg.wrap_address(a)) for a in addrs} == both
             async with tractor_reg.query_actor("svc", regaddr=reg_addr) as (best, _):
                 pass
     assert isinstance(best, tractor_reg.UDSAddress)

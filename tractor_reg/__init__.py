@@ -8,6 +8,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+# ``tractor_reg.discovery`` is an attribute, as ``tractor.discovery`` is upstream.
+from . import discovery as discovery
 from . import log, msg, to_asyncio, trionics
 from ._actor import Actor
 from ._addr import (
@@ -67,6 +69,7 @@ from ._exceptions import (
 )
 from ._ipc import Aid, Channel
 from ._log import LogLevelError
+from ._multiaddr import mk_maddr, parse_endpoints, parse_maddr
 from ._nongoals import (
     Context,
     MsgStream,
@@ -168,12 +171,15 @@ __all__ = [
     "get_runtime_vars",
     "is_root_process",
     "log",
+    "mk_maddr",
     "msg",
     "open_actor_cluster",
     "open_nursery",
     "open_registry_client",
     "open_root_actor",
     "parse_address",
+    "parse_endpoints",
+    "parse_maddr",
     "pause",
     "pause_from_sync",
     "post_mortem",

@@ -41,10 +41,10 @@ from ._addr import (
     DEFAULT_REGISTRY_HOST,
     DEFAULT_REGISTRY_PORT,
     Address,
+    coerce_address,
     parse_address,
     prefer_addr,
     unwrap_address,
-    wrap_address,
 )
 from ._discovery import WAIT_POLL
 from ._exceptions import (
@@ -97,7 +97,8 @@ IMPORT_BATCH = 128
 
 _ENV_HELP = {
     ENV_REGISTRY_ADDRS: "comma-separated registry addresses, e.g. "
-    f"tcp://HOST:PORT,uds:///PATH (default {DEFAULT_LISTEN})",
+    "tcp://HOST:PORT,uds:///PATH or multiaddrs /ip4/ADDR/tcp/PORT,/unix/PATH "
+    f"(default {DEFAULT_LISTEN})",
     ENV_BACKEND: "backend URL (default: a SQLite file in the state directory)",
     ENV_LOG_LEVEL: "a log level, as --log-level takes",
     ENV_STATE_HOME: "the per-user state directory (default ~/.local/state); the default "
@@ -250,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_addr_arg,
         default=None,
         metavar="ADDR",
-        help=f"registrar address, tcp://HOST:PORT or uds:///PATH (repeatable; default: "
+        help="registrar address: tcp://HOST:PORT, uds:///PATH or a multiaddr "
+        "(/ip4/ADDR/tcp/PORT, /ip6/ADDR/tcp/PORT, /unix/PATH); repeatable (default: "
         f"${ENV_REGISTRY_ADDRS}, else {DEFAULT_LISTEN})",
     )
     admin.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -341,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_addr_arg,
         default=None,
         metavar="ADDR",
-        help="address to serve on, tcp://HOST:PORT or uds:///PATH (repeatable; "
+        help="address to serve on: tcp://HOST:PORT, uds:///PATH or a multiaddr "
+        "(/ip4/ADDR/tcp/PORT, /ip6/ADDR/tcp/PORT, /unix/PATH); repeatable ("
         f"default: ${ENV_REGISTRY_ADDRS}, else {DEFAULT_LISTEN})",
     )
     serve.add_argument("--name", default="registrar", help="actor name (default: registrar)")
@@ -535,7 +538,7 @@ def _json_out(doc: Any, *, lines: bool = False) -> None:
 
 def _addr_text(addr: Any) -> str:
     try:
-        return str(wrap_address(addr))
+        return str(coerce_address(addr))
     except ValueError:
         return repr(addr)
 
@@ -1265,7 +1268,7 @@ def _parse_record(lineno: int, text: str) -> _Record:
     addrs: list[AddrTuple] = []
     for raw in raw_addrs:
         try:
-            addrs.append(unwrap_address(wrap_address(raw)))
+            addrs.append(unwrap_address(coerce_address(raw)))
         except ValueError as exc:
             raise ValueError(f"bad address {raw!r}: {exc}") from None
     expires_at = _number(doc, "expires_at", required=True)

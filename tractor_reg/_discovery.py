@@ -14,7 +14,7 @@ from typing import Any, Literal, overload
 import trio
 
 from ._actor import CONNECT_ERRORS, REGISTRY_ERRORS, Actor
-from ._addr import Address, AddressLike, prefer_addr, wrap_address
+from ._addr import Address, AddressLike, is_address_pair, prefer_addr, wrap_address
 from ._exceptions import ActorNotFound, RegistryUnavailable
 from ._ipc import Channel
 from ._portal import LocalPortal, Portal
@@ -29,11 +29,8 @@ WAIT_POLL = 10.0
 def _reg_addrs(actor: Actor, given: Sequence[AddressLike] | AddressLike | None) -> list[Address]:
     if given is None:
         return list(actor.reg_addrs)
-    if isinstance(given, str) or (
-        isinstance(given, tuple | list)
-        and len(given) == 2
-        and not isinstance(given[0], tuple | list)
-    ):
+    # One address (a string, path, multiaddr or pair) or a list of them.
+    if not isinstance(given, tuple | list) or is_address_pair(given):
         return [wrap_address(given)]
     return [wrap_address(a) for a in given]
 

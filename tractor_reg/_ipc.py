@@ -108,19 +108,30 @@ def _sockaddr_to_address(family: int, sockaddr: Any) -> Address | None:
     return TCPAddress(str(sockaddr[0]), int(sockaddr[1]))
 
 
+#: ``struct ucred`` (pid, uid, gid) as ``SO_PEERCRED`` returns it on Linux.
+_PEERCRED = struct.Struct("3i")
+
+
 def accepted_raddr(stream: trio.abc.Stream) -> Address | None:
     """The remote address of an accepted connection, as upstream reports it.
 
     TCP: the dialler's socket address. UDS: a dialling Unix socket has no path, so (as in
-    upstream) this is the listening socket file the connection came in on.
+    upstream) this is the listening socket file the connection came in on, with the
+    dialler's pid (``SO_PEERCRED``) as its ``maybe_pid``.
     """
     sock = _socket_of(stream)
     if sock is None:
         return None
     try:
-        if sock.family == socket.AF_UNIX:
-            return _sockaddr_to_address(sock.family, sock.getsockname())
-        return _sockaddr_to_address(sock.family, sock.getpeername())
+        if sock.family != socket.AF_UNIX:
+            return _sockaddr_to_address(sock.family, sock.getpeername())
+        listening = _sockaddr_to_address(sock.family, sock.getsockname())
+        if not isinstance(listening, UDSAddress):
+            return None
+        # The kernel vouches for the dialling process (its pid at connect time).
+        cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        pid = _PEERCRED.unpack(cred)[0]
+        return UDSAddress(listening.directory, listening.filename, maybe_pid=pid or None)
     except OSError:
         return None  # the dialler is gone already
 

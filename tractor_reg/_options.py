@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ._addr import Address, AddressLike, wrap_address
+from ._addr import Address, AddressLike, is_address_pair, wrap_address
 from ._exceptions import InvalidArgument
 from ._nongoals import refuse
 
@@ -53,8 +53,6 @@ def merge_bind_addrs(
     given = accept_addrs if accept_addrs is not None else tpt_bind_addrs
     if given is None:
         return None
-    if isinstance(given, str) or (
-        isinstance(given, tuple) and len(given) == 2 and not isinstance(given[0], list | tuple)
-    ):
+    if isinstance(given, str) or (isinstance(given, tuple) and is_address_pair(given)):
         raise TypeError("bind addresses must be a list of addresses, e.g. [('127.0.0.1', 0)]")
     return [wrap_address(a) for a in given]

@@ -15,7 +15,14 @@ import trio
 
 from . import _state
 from ._actor import CONNECT_ERRORS, Actor
-from ._addr import Address, TCPAddress, check_uds_path, unwrap_address, wrap_address
+from ._addr import (
+    Address,
+    TCPAddress,
+    check_uds_path,
+    coerce_address,
+    unwrap_address,
+    wrap_address,
+)
 from ._exceptions import (
     ActorNotFound,
     BackendError,
@@ -85,7 +92,7 @@ def _check_addrs(addr: object) -> list[Address]:
                 f"addresses travel as (host, port) / (dir, file) pairs, not strings: {candidate!r}"
             )
         try:
-            addr = wrap_address(candidate)
+            addr = coerce_address(candidate)
             _check_dialable(addr)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc

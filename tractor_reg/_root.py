@@ -30,6 +30,7 @@ from ._addr import (
     TCPAddress,
     UDSAddress,
     default_registry_addr,
+    is_address_pair,
     is_local_host,
     parse_address,
     runtime_dir,
@@ -111,9 +112,7 @@ def resolve_registry_addrs(
             addrs = [default_registry_addr(t) for t in (transports or ["tcp"])]
     else:
         if isinstance(registry_addrs, str) or (
-            isinstance(registry_addrs, tuple)
-            and len(registry_addrs) == 2
-            and not isinstance(registry_addrs[0], list | tuple)
+            isinstance(registry_addrs, tuple) and is_address_pair(registry_addrs)
         ):
             raise TypeError(
                 "registry_addrs must be a list of addresses, e.g. [('127.0.0.1', 1616)]"
