@@ -241,8 +241,9 @@ async def test_portal_and_channel_surface(reg_addr: tractor.TCPAddress) -> None:
                 await portal.run(FUNCS)
             with pytest.raises(TypeError, match="keywords only"):
                 await portal.run(funcs.add, "extra")
-            with pytest.raises(RuntimeError, match="run_in_actor"):
-                await portal.wait_for_result()
+            # as upstream: no final result from a daemon, a warning and the NoResult marker
+            assert await portal.wait_for_result() is tractor.NoResult
+            assert await portal.result() is tractor.NoResult
             # upstream's Channel.from_addr(): a connected, handshaken channel of our own
             direct = await tractor.Channel.from_addr(chan.aid.accept_addrs[0])
             try:

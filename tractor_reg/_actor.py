@@ -103,6 +103,17 @@ class Actor:
     #: task of their own (saves a task spawn and a scheduler pass per call).
     INLINE_ENDPOINTS: ClassVar[frozenset[str]] = frozenset({"ping"})
 
+    # The public instance attributes (set in __init__; listed for readers and tools).
+    name: str
+    uuid: str
+    pid: int
+    enable_modules: list[str]
+    reg_addrs: list[Address]
+    accept_addrs: list[Address]
+    loglevel: str | None
+    lease_ttl: float
+    renew_interval: float
+
     def __init__(
         self,
         name: str,

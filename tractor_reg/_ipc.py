@@ -144,6 +144,11 @@ class Channel:
     :func:`accepted_raddr`).
     """
 
+    # The public instance attributes (set in __init__).
+    stream: trio.abc.Stream
+    raddr: Address | None
+    max_frame_size: int
+
     def __init__(
         self,
         stream: trio.abc.Stream,

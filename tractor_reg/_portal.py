@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
-from ._exceptions import ActorTooSlowError, TransportClosed
+from ._exceptions import ActorTooSlowError, NoResult, TransportClosed
 from ._nongoals import refuse
+
+log = logging.getLogger("tractor_reg.portal")
 
 if TYPE_CHECKING:
     from ._actor import Actor
@@ -62,6 +65,8 @@ class Portal:
 
     #: Seconds :meth:`cancel_actor` waits for the acknowledgement by default.
     cancel_timeout: float = 3.0
+    #: The channel to the remote actor (set in __init__).
+    channel: Channel
 
     def __init__(self, channel: Channel, *, actor: Actor | None = None) -> None:
         self.channel = channel
@@ -105,15 +110,18 @@ class Portal:
     async def wait_for_result(self, hide_tb: bool = True) -> Any:
         """The return value of the function a ``run_in_actor`` child ran (waits for it).
 
-        Raises the :class:`RemoteActorError` the function raised, and ``RuntimeError`` on
-        a portal that ``run_in_actor()`` did not return. ``hide_tb`` is accepted for
-        upstream's signature.
+        Raises the :class:`RemoteActorError` the function raised. On a portal that
+        ``run_in_actor()`` did not return there is no such result: as upstream, a
+        warning is logged and the :class:`NoResult` type itself is returned. ``hide_tb``
+        is accepted for upstream's signature.
         """
         if self._result_waiter is None:
-            raise RuntimeError(
-                "wait_for_result() is only available on portals returned by "
-                "ActorNursery.run_in_actor()"
+            log.warning(
+                "%r will not deliver a final result: only portals returned by "
+                "ActorNursery.run_in_actor() have one",
+                self,
             )
+            return NoResult
         return await self._result_waiter()
 
     async def result(self) -> Any:
@@ -203,7 +211,8 @@ class LocalPortal:
         return result
 
     async def wait_for_result(self, hide_tb: bool = True) -> Any:
-        raise RuntimeError("a LocalPortal has no run_in_actor result")
+        log.warning("%r will not deliver a final result (it is this actor itself)", self)
+        return NoResult
 
     async def result(self) -> Any:
         return await self.wait_for_result()
