@@ -18,7 +18,7 @@ from tests.procs import REPO
 from tests.rpc_targets import logtrio
 
 TARGETS = "tests.rpc_targets.logtrio"
-EXTRA = {"transport": 5, "runtime": 15, "devx": 17, "cancel": 22, "pdb": 500}
+EXTRA = {"transport": 5, "runtime": 15, "devx": 17, "io": 21, "cancel": 22, "pdb": 500}
 
 
 class Collect(logging.Handler):
@@ -60,6 +60,7 @@ def test_extra_levels_are_real_logging_levels() -> None:
         "runtime",
         "devx",
         "info",
+        "io",
         "cancel",
         "warning",
         "error",

@@ -10,7 +10,7 @@ import trio
 from . import _state
 from ._actor import Actor
 from ._addr import wrap_address
-from ._log import setup_logging
+from ._log import CUSTOM_LEVELS, register_level, setup_logging
 from ._security import Security, TLSConfig
 from ._spawn import SpawnSpec
 
@@ -25,6 +25,9 @@ def main() -> int:
     for path in reversed(spec.sys_path):
         if path not in sys.path:
             sys.path.insert(0, path)
+    for name, value in spec.log_levels.items():
+        if CUSTOM_LEVELS.get(name) != value:
+            register_level(name, value)
     setup_logging(spec.loglevel)
     _state._mark_child_process()
     _state._set_runtime_vars(

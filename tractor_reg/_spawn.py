@@ -29,7 +29,7 @@ from ._addr import (
     unwrap_address,
 )
 from ._exceptions import ActorCrashed, InvalidArgument, RemoteActorError, TransportClosed
-from ._log import check_level
+from ._log import CUSTOM_LEVELS, check_level
 from ._options import check_non_goal_flags, merge_bind_addrs
 from ._portal import Portal, _func_ref
 from ._util import collapse_eg
@@ -67,6 +67,9 @@ class SpawnSpec(msgspec.Struct, frozen=True):
     tls_ca: str | None = None
     #: The root actor's addresses (``get_runtime_vars()['_root_addrs']`` in the child).
     root_addrs: list[tuple[str, int | str]] = []
+    #: The parent's extra log levels (name -> value), ``add_log_level()`` ones included,
+    #: registered in the child before its ``loglevel`` is applied.
+    log_levels: dict[str, int] = {}
 
 
 #: The ``proc_kwargs`` a caller may set: the rest (pipes, session) the nursery needs itself.
@@ -339,6 +342,7 @@ class ActorNursery:
             tls_key=actor.security.tls.key if actor.security.tls else None,
             tls_ca=actor.security.tls.ca if actor.security.tls else None,
             root_addrs=_state.get_runtime_vars()["_root_addrs"],
+            log_levels=dict(CUSTOM_LEVELS),
         )
         arrived, slot = actor.expect_child(uuid)
         proc = await trio.lowlevel.open_process(
