@@ -10,9 +10,10 @@ import trio
 from . import _state
 from ._actor import Actor
 from ._addr import wrap_address
-from ._log import CUSTOM_LEVELS, register_level, setup_logging
+from ._log import CUSTOM_LEVELS, setup_logging
 from ._security import Security, TLSConfig
 from ._spawn import SpawnSpec
+from .log import STD_PALETTE, add_log_level
 
 
 async def _run(actor: Actor) -> None:
@@ -27,7 +28,8 @@ def main() -> int:
             sys.path.insert(0, path)
     for name, value in spec.log_levels.items():
         if CUSTOM_LEVELS.get(name) != value:
-            register_level(name, value)
+            # the level, its logger method and its palette entry, as in the parent
+            add_log_level(name, value, STD_PALETTE.get(name, "white"))
     setup_logging(spec.loglevel)
     _state._mark_child_process()
     _state._set_runtime_vars(

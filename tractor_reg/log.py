@@ -275,9 +275,11 @@ def add_log_level(name: str, value: int, color: str = "white") -> None:
     """
     if isinstance(name, str):
         lower = name.lower()
-        if lower not in _LEVEL_METHODS and any(
+        # (a stdlib level name gets register_level()'s more precise refusal)
+        shadows = lower not in _LEVEL_METHODS and any(
             lower in vars(cls) for cls in StackLevelAdapter.__mro__
-        ):
+        )
+        if shadows and name.upper() not in logging.getLevelNamesMapping():
             raise LogLevelError(
                 f"log level {name!r} would shadow StackLevelAdapter.{lower}; pick another name"
             )
