@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import tractor_reg as tractor
 from tests.procs import pid_alive, wait_gone
@@ -363,3 +370,356 @@ async def test_actor_cluster_bad_arguments(
         async with tractor.open_actor_cluster(**kwargs):  # type: ignore[arg-type]
             raise AssertionError("the block must not run")
     assert tractor.current_actor(err_on_no_runtime=False) is None
+
+
+# -- maybe_raise_from_masking_exc --------------------------------------------------------------
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def trionics_log() -> Iterator[_Collect]:
+    """Records of the ``tractor_reg.trionics`` logger, at every level."""
+    logger = logging.getLogger("tractor_reg.trionics")
+    sink = _Collect()
+    saved = logger.level
+    logger.addHandler(sink)
+    logger.setLevel(1)
+    yield sink
+    logger.removeHandler(sink)
+    logger.setLevel(saved)
+
+
+async def _masked_in_finally(exc: BaseException, outer: trio.CancelScope) -> None:
+    """Raise ``exc``, then checkpoint in ``finally`` while ``outer`` is cancelled."""
+    outer.cancel()
+    try:
+        raise exc
+    finally:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_masking_exc_is_unmasked(trionics_log: _Collect) -> None:
+    with trio.CancelScope() as outer:
+        with pytest.raises(ValueError, match="hidden") as info:
+            async with tractor.trionics.maybe_raise_from_masking_exc() as box:
+                await _masked_in_finally(ValueError("hidden"), outer)
+    assert isinstance(info.value.__cause__, trio.Cancelled)
+    assert box.value is info.value.__cause__
+    assert any("was masked by a Cancelled" in note for note in info.value.__notes__)
+    assert any("unshielded checkpoint" in note for note in info.value.__notes__)
+    warned = [r.getMessage() for r in trionics_log.records if r.levelno == logging.WARNING]
+    assert any("ValueError: hidden" in message for message in warned)
+
+
+async def test_masking_exc_without_the_helper_is_lost() -> None:
+    # what the helper is for: the outer scope swallows the Cancelled and the error
+    with trio.CancelScope() as outer:
+        await _masked_in_finally(ValueError("hidden"), outer)
+    assert outer.cancelled_caught
+
+
+async def test_masking_exc_in_a_group() -> None:
+    with trio.CancelScope() as outer:
+        with pytest.raises(KeyError, match="in-task"):
+            async with (
+                tractor.trionics.maybe_raise_from_masking_exc(),
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(_masked_in_finally, KeyError("in-task"), outer)
+                await trio.sleep_forever()
+
+
+async def test_masking_exc_raise_unmasked_false_only_notes() -> None:
+    with trio.CancelScope() as outer:
+        async with tractor.trionics.maybe_raise_from_masking_exc(raise_unmasked=False) as box:
+            await _masked_in_finally(ValueError("hidden"), outer)
+    assert outer.cancelled_caught
+    assert isinstance(box.value, trio.Cancelled)
+    masked = box.value.__context__
+    assert isinstance(masked, ValueError)
+    assert any("was masked by a Cancelled" in note for note in masked.__notes__)
+
+
+async def test_masking_exc_never_warn_pair_is_unmasked_without_note(
+    trionics_log: _Collect,
+) -> None:
+    with trio.CancelScope() as outer:
+        with pytest.raises(KeyboardInterrupt) as info:
+            async with tractor.trionics.maybe_raise_from_masking_exc():
+                await _masked_in_finally(KeyboardInterrupt(), outer)
+    assert not getattr(info.value, "__notes__", [])
+    assert not trionics_log.records
+
+
+async def test_masking_exc_leaves_unmasked_and_unrelated_errors_alone() -> None:
+    with pytest.raises(ValueError, match="plain") as info:
+        async with tractor.trionics.maybe_raise_from_masking_exc():
+            raise ValueError("plain")
+    assert info.value.__cause__ is None
+    with trio.CancelScope() as outer:
+        async with tractor.trionics.maybe_raise_from_masking_exc() as box:
+            outer.cancel()
+            await trio.lowlevel.checkpoint()
+    assert outer.cancelled_caught and box.value is None
+
+
+async def test_masking_exc_ignores_trios_own_lock_masking(trionics_log: _Collect) -> None:
+    lock = trio.Lock()
+    release = trio.Event()
+
+    async def hold(task_status: trio.TaskStatus[None]) -> None:
+        async with lock:
+            task_status.started()
+            await release.wait()
+
+    async def cancel_when_parked(outer: trio.CancelScope) -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        assert lock.statistics().tasks_waiting == 1
+        outer.cancel()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hold)
+            with trio.CancelScope() as outer:
+                nursery.start_soon(cancel_when_parked, outer)
+                async with tractor.trionics.maybe_raise_from_masking_exc():
+                    await lock.acquire()  # parks inside Lock.acquire's `except WouldBlock:`
+            release.set()
+    assert outer.cancelled_caught
+    assert any("Lock.acquire()" in r.getMessage() for r in trionics_log.records)
+
+
+@pytest.mark.parametrize("bad", [trio.Cancelled, [trio.Cancelled], (ValueError, "x")])
+async def test_masking_exc_refuses_a_bad_unmask_from(bad: object) -> None:
+    with pytest.raises(ValueError, match="tuple of exception types"):
+        async with tractor.trionics.maybe_raise_from_masking_exc(unmask_from=bad):  # type: ignore[arg-type]
+            pass
+
+
+# -- start_or_cancel -------------------------------------------------------------------------
+
+
+async def _returns_early(outer: trio.CancelScope | None, task_status: Any = None) -> None:
+    if outer is not None:
+        outer.cancel()
+
+
+async def test_start_or_cancel_surfaces_the_cancellation() -> None:
+    async with trio.open_nursery() as nursery:
+        with trio.CancelScope() as outer:
+            await tractor.trionics.start_or_cancel(nursery, _returns_early, outer)
+            raise AssertionError("not reached")
+        assert outer.cancelled_caught
+        # plain Nursery.start() hides the same cancellation behind a RuntimeError
+        with trio.CancelScope() as outer:
+            with pytest.raises(RuntimeError, match="without calling"):
+                await nursery.start(_returns_early, outer)
+
+
+async def test_start_or_cancel_keeps_startup_bugs_and_values() -> None:
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(RuntimeError, match=r"without calling task_status\.started"):
+            await tractor.trionics.start_or_cancel(nursery, _returns_early, None)
+
+        async def own_error(task_status: trio.TaskStatus[None]) -> None:
+            raise RuntimeError("started badly")
+
+        with trio.CancelScope() as outer:
+            outer.cancel()
+            with pytest.raises(RuntimeError, match="started badly"):
+                await tractor.trionics.start_or_cancel(nursery, own_error)
+
+        async def serve(value: int, task_status: trio.TaskStatus[int]) -> None:
+            task_status.started(value * 2)
+
+        assert await tractor.trionics.start_or_cancel(nursery, serve, 21, name="lt") == 42
+
+
+# -- supervise_run_process -------------------------------------------------------------------
+
+
+def _py(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+async def test_supervise_run_process_relays_lines(trionics_log: _Collect) -> None:
+    code = (
+        "import sys; print('out one'); print('in=' + repr(sys.stdin.read()));"
+        "sys.stderr.write('err one\\r\\npartial'); sys.stdout.write('no newline')"
+    )
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            proc = await nursery.start(
+                partial(
+                    tractor.trionics.supervise_run_process,
+                    _py(code),
+                    relay_stdout=True,
+                    relay_stderr=True,
+                    label="lt",
+                )
+            )
+            assert isinstance(proc, trio.Process) and proc.pid > 0
+    assert proc.returncode == 0
+    got = {(r.levelname, r.getMessage()) for r in trionics_log.records}
+    assert got == {
+        ("IO", "[lt:out] out one"),
+        ("IO", "[lt:out] in=''"),  # stdin is /dev/null
+        ("IO", "[lt:out] no newline"),
+        ("IO", "[lt:err] err one"),
+        ("IO", "[lt:err] partial"),
+    }
+
+
+async def test_supervise_run_process_default_label_and_level(trionics_log: _Collect) -> None:
+    cmd = _py("print('x')")
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(
+                    tractor.trionics.supervise_run_process,
+                    cmd,
+                    relay_stdout=True,
+                    relay_level="CANCEL",
+                )
+            )
+    assert [(r.levelname, r.getMessage()) for r in trionics_log.records] == [
+        ("CANCEL", f"[{' '.join(cmd)}:out] x")
+    ]
+
+
+async def test_supervise_run_process_quiet_by_default(
+    trionics_log: _Collect, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                tractor.trionics.supervise_run_process,
+                _py("import sys; print('lt-stdout'); sys.stderr.write('lt-stderr')"),
+            )
+    out, err = capfd.readouterr()
+    assert "lt-stdout" not in out + err and "lt-stderr" not in out + err
+    assert not trionics_log.records
+
+
+async def test_supervise_run_process_failure_carries_stderr_tail() -> None:
+    code = "import sys; sys.stderr.write('x' * 100000 + 'lt-last-words'); sys.exit(3)"
+    with trio.fail_after(20):
+        with pytest.raises(subprocess.CalledProcessError) as info:
+            async with tractor.trionics.collapse_eg(), trio.open_nursery() as nursery:
+                await nursery.start(tractor.trionics.supervise_run_process, _py(code))
+    failed = info.value
+    assert failed.returncode == 3
+    assert failed.stderr.endswith(b"lt-last-words")
+    assert len(failed.stderr) == 16 * 1024  # the tail only, after 100 kB were drained
+    assert any("lt-last-words" in note for note in failed.__notes__)
+    # check=False: the exit status is the caller's business
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            proc = await nursery.start(
+                partial(tractor.trionics.supervise_run_process, _py(code), check=False)
+            )
+    assert proc.returncode == 3
+
+
+async def test_supervise_run_process_passes_options_and_stdout(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    with target.open("wb") as sink, trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(
+                    tractor.trionics.supervise_run_process,
+                    "echo $LT_VALUE; pwd",
+                    shell=True,
+                    cwd=str(tmp_path),
+                    env={"LT_VALUE": "lt-env", "PATH": "/usr/bin:/bin"},
+                    stdout=sink,
+                )
+            )
+    assert target.read_text().split() == ["lt-env", str(tmp_path)]
+
+
+async def test_supervise_run_process_cancel_kills_the_process() -> None:
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            proc = await nursery.start(
+                tractor.trionics.supervise_run_process, _py("import time; time.sleep(60)")
+            )
+            assert pid_alive(proc.pid)
+            nursery.cancel_scope.cancel()
+    assert proc.returncode is not None and proc.returncode < 0
+    wait_gone(proc.pid)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"stdout": subprocess.PIPE}, "relay_stdout=True"),
+        ({"capture_stdout": True}, "sets capture_stdout= itself"),
+        ({"capture_stderr": True}, "sets capture_stderr= itself"),
+        ({"stderr": subprocess.DEVNULL}, "sets stderr= itself"),
+        ({"stdin": subprocess.PIPE}, "sets stdin= itself"),
+        ({"relay_stderr": True, "relay_level": "loud"}, "unknown log level 'loud'"),
+    ],
+)
+async def test_supervise_run_process_refuses_bad_options(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with trio.fail_after(20):
+        with pytest.raises(ValueError, match=message):
+            async with tractor.trionics.collapse_eg(), trio.open_nursery() as nursery:
+                await nursery.start(
+                    partial(tractor.trionics.supervise_run_process, _py("pass"), **kwargs)
+                )
+
+
+async def test_supervise_run_process_bad_level_without_relay_is_fine() -> None:
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            proc = await nursery.start(
+                partial(tractor.trionics.supervise_run_process, _py("pass"), relay_level="loud")
+            )
+    assert proc.returncode == 0
+
+
+async def test_supervise_run_process_missing_program() -> None:
+    with trio.fail_after(20):
+        with pytest.raises(FileNotFoundError):
+            async with tractor.trionics.collapse_eg(), trio.open_nursery() as nursery:
+                await nursery.start(
+                    tractor.trionics.supervise_run_process, ["/nonexistent/lt-program"]
+                )
+
+
+# -- broadcast receivers: streaming, a non-goal ------------------------------------------------
+
+
+def test_broadcast_names_exist_and_refuse() -> None:
+    from tractor_reg.trionics import AsyncReceiver, BroadcastReceiver, Lagged, broadcast_receiver
+
+    _send, recv = trio.open_memory_channel[int](1)
+    for make in (
+        lambda: broadcast_receiver(recv, 10),
+        lambda: BroadcastReceiver(recv),
+        lambda: AsyncReceiver(),
+        lambda: Lagged("behind"),
+    ):
+        with pytest.raises(tractor.NonGoalError, match="streaming") as info:
+            make()
+        assert isinstance(info.value, NotImplementedError)
+        assert info.value.non_goal == "streaming and contexts"
+    assert issubclass(Lagged, trio.TooSlowError)
+    # an `except Lagged:` clause is harmless
+    try:
+        raise trio.TooSlowError
+    except Lagged:
+        raise AssertionError("not a Lagged") from None
+    except trio.TooSlowError:
+        pass

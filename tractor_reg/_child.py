@@ -12,9 +12,10 @@ from . import _msg, _state
 from ._actor import Actor
 from ._addr import wrap_address
 from ._exceptions import pack_error
-from ._log import setup_logging
+from ._log import CUSTOM_LEVELS, setup_logging
 from ._security import Security, TLSConfig
 from ._spawn import SpawnSpec
+from .log import STD_PALETTE, add_log_level
 
 
 class _BootReport:
@@ -69,6 +70,10 @@ def _main(spec: SpawnSpec, report: _BootReport) -> int:
     for path in reversed(spec.sys_path):
         if path not in sys.path:
             sys.path.insert(0, path)
+    for name, value in spec.log_levels.items():
+        if CUSTOM_LEVELS.get(name) != value:
+            # the level, its logger method and its palette entry, as in the parent
+            add_log_level(name, value, STD_PALETTE.get(name, "white"))
     setup_logging(spec.loglevel)
     _state._mark_child_process()
     _state._set_runtime_vars(

@@ -56,7 +56,7 @@ from ._exceptions import (
     TractorRegError,
 )
 from ._ipc import DEFAULT_HANDSHAKE_TIMEOUT
-from ._log import check_level, level_value, setup_logging
+from ._log import HONOUR_ENV_LOGLEVEL, check_level, level_value, setup_logging
 from ._root import (
     ENV_BACKEND,
     ENV_REGISTRY_ADDRS,
@@ -710,6 +710,9 @@ async def _serve(args: argparse.Namespace, listen: list[Address], backend: str) 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         await _refuse_taken(listen, args)
         secret, tls = _security(args)
+        # --log-level / $TRACTOR_REG_LOG_LEVEL set logging up; $TRACTOR_LOGLEVEL is for
+        # tractor programs' roots and must not override the command's choice.
+        HONOUR_ENV_LOGLEVEL.set(False)
         try:
             async with open_root_actor(
                 name=args.name,

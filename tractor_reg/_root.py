@@ -45,7 +45,7 @@ from ._ipc import (
     Channel,
     open_stream,
 )
-from ._log import check_level, setup_logging
+from ._log import env_loglevel, setup_logging
 from ._msg import Handshake
 from ._options import check_non_goal_flags, check_start_method, merge_bind_addrs
 from ._registrar import DEFAULT_PROBE_TIMEOUT, DEFAULT_PURGE_INTERVAL, Registrar, RegistryLimits
@@ -261,7 +261,8 @@ async def open_root_actor(
     ``rpc_module_paths`` (added to ``enable_modules``), ``start_method`` (``'trio'``),
     ``hide_tb`` and ``debug_filter`` (no effect here); ``debug_mode``,
     ``maybe_enable_greenback`` and ``enable_stack_on_sig`` must stay false
-    (:class:`NonGoalError` otherwise).
+    (:class:`NonGoalError` otherwise). As upstream, ``$TRACTOR_LOGLEVEL``, when set,
+    wins over ``loglevel``.
 
     Raises ``RuntimeError`` when an address is held by something that is not a registrar,
     when ``ensure_registry=True`` but another registrar answers, or when a root already
@@ -284,8 +285,7 @@ async def open_root_actor(
         raise TypeError("enable_modules must be a list of module names, not a str")
     enable_modules = [*(enable_modules or []), *(rpc_module_paths or [])]
     accept_addrs = merge_bind_addrs(accept_addrs, tpt_bind_addrs)
-    if loglevel is not None:
-        loglevel = check_level(loglevel)
+    loglevel = env_loglevel(loglevel)
     running = _state.maybe_current_actor()
     if running is not None:
         raise RuntimeBootError(f"a root actor already runs in this process: {running!r}")

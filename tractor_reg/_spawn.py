@@ -35,7 +35,7 @@ from ._exceptions import (
     TransportClosed,
     unpack_error,
 )
-from ._log import check_level
+from ._log import CUSTOM_LEVELS, check_level
 from ._msg import Error
 from ._options import check_non_goal_flags, merge_bind_addrs
 from ._portal import Portal, _func_ref
@@ -77,6 +77,9 @@ class SpawnSpec(msgspec.Struct, frozen=True):
     #: A pipe the child writes a boxed ``Error`` to if it fails before it connected back
     #: to its parent (e.g. an ``enable_modules`` import error); closed once it did.
     report_fd: int | None = None
+    #: The parent's extra log levels (name -> value), ``add_log_level()`` ones included,
+    #: registered in the child before its ``loglevel`` is applied.
+    log_levels: dict[str, int] = {}
 
 
 #: Bytes of boot report kept; a longer one is drained and ignored (crash report instead).
@@ -371,6 +374,7 @@ class ActorNursery:
             tls_key=actor.security.tls.key if actor.security.tls else None,
             tls_ca=actor.security.tls.ca if actor.security.tls else None,
             root_addrs=_state.get_runtime_vars()["_root_addrs"],
+            log_levels=dict(CUSTOM_LEVELS),
         )
         report_r, report_w = os.pipe()
         spec = msgspec.structs.replace(spec, report_fd=report_w)

@@ -23,3 +23,10 @@ async def emit(marker: str) -> str:
 async def identity() -> list[object]:
     actor = tractor.current_actor()
     return [actor.name, os.getpid()]
+
+
+async def emit_at(level: str, marker: str) -> str:
+    """Log ``marker`` at the named level (any level the actor knows); return the
+    effective level's name."""
+    log.log(tractor.log.LEVELS[level], f"{marker} at {level}")
+    return log.level
