@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+from collections.abc import AsyncIterator
 
 import msgspec
 import trio
@@ -13,10 +16,30 @@ from ._log import setup_logging
 from ._security import Security, TLSConfig
 from ._spawn import SpawnSpec
 
+#: How long a child that gets SIGTERM gives its own teardown (its children included):
+#: within the wait its parent allows between SIGTERM and SIGKILL.
+SIGTERM_BUDGET = 0.5
 
-async def _run(actor: Actor) -> None:
-    async with actor.running():
-        await trio.sleep_forever()
+
+async def _run(actor: Actor, terminated: list[bool]) -> None:
+    # SIGTERM is a request to cancel, as from the parent but in a hurry; the receiver
+    # stays installed through teardown, so a second one cannot cut teardown short.
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_sigterm, actor, signals, terminated)
+            try:
+                async with actor.running():
+                    await trio.sleep_forever()
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def _cancel_on_sigterm(
+    actor: Actor, signals: AsyncIterator[int], terminated: list[bool]
+) -> None:
+    async for _ in signals:
+        terminated[0] = True
+        actor.cancel_soon(SIGTERM_BUDGET)
 
 
 def main() -> int:
@@ -47,10 +70,15 @@ def main() -> int:
         ),
     )
     actor.runtime_config = _ChildConfig(spec)  # type: ignore[attr-defined]
+    terminated = [False]
     try:
-        trio.run(_run, actor)
+        trio.run(_run, actor, terminated)
     except KeyboardInterrupt:
         return 130
+    if terminated[0]:
+        # Cleaned up; now end as SIGTERM ends a process, so the parent sees why.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
     return 0
 
 

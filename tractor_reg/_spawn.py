@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import signal
 import subprocess
 import sys
 import uuid as uuidlib
@@ -28,6 +29,13 @@ log = logging.getLogger("tractor_reg.spawn")
 DEFAULT_SPAWN_TIMEOUT = 60.0
 #: How long a child gets to exit after a graceful cancel before SIGTERM, then SIGKILL.
 DEFAULT_REAP_GRACE = 3.0
+#: How long a child gets to exit after SIGTERM before SIGKILL.
+TERM_WAIT = 1.0
+#: An actor that must exit within a deadline spends this share of the time left on
+#: reaping its children (the rest is for its own teardown) ...
+_CHILDREN_SHARE = 0.75
+#: ... and of that, this share on the graceful cancel (the rest between SIGTERM and SIGKILL).
+_GRACEFUL_SHARE = 0.6
 _STDERR_TAIL = 8192
 
 
@@ -56,14 +64,19 @@ class SpawnSpec(msgspec.Struct, frozen=True):
 
 
 class _Child:
-    def __init__(self, name: str, uuid: str, proc: trio.Process) -> None:
+    def __init__(self, name: str, uuid: str, proc: trio.Process, leader: bool) -> None:
         self.name = name
         self.uuid = uuid
         self.proc = proc
+        #: The child leads a process group that holds its whole subtree (it was spawned
+        #: by a root actor); every actor below it inherits that group.
+        self.leader = leader
         self.portal: Portal | None = None
         self.spawned = False
         self.reaping = False
+        #: Set once the process has exited and was reaped (``returncode`` is then known).
         self.exited = trio.Event()
+        self.returncode: int | None = None
         self.stderr_tail: collections.deque[bytes] = collections.deque()
         self.stderr_done = trio.Event()
         # run_in_actor bookkeeping
@@ -77,12 +90,14 @@ class _Child:
         return b"".join(self.stderr_tail).decode("utf-8", "replace")[-_STDERR_TAIL:]
 
     def crashed(self, when: str) -> ActorCrashed:
-        code = self.proc.returncode
-        how = (
-            f"was killed by signal {-code}"
-            if code is not None and code < 0
-            else f"exited with code {code}"
-        )
+        # Never poll the process here: only the monitor reaps it (see _monitor).
+        code = self.returncode
+        if code is None:
+            how = "lost its connection to its parent"
+        elif code < 0:
+            how = f"was killed by signal {-code}"
+        else:
+            how = f"exited with code {code}"
         return ActorCrashed(
             "ActorCrashed",
             f"actor {self.name!r} {how} {when}",
@@ -91,12 +106,46 @@ class _Child:
         )
 
 
-def _main_path() -> str | None:
+def _main_path(actor: Actor) -> str | None:
+    """The script a child should load as ``__main__``/``__mp_main__``: in a root actor,
+    the program's own script; in a child, the one its parent passed on."""
+    if actor.parent_addr is not None:
+        return actor.main_path
     main = sys.modules.get("__main__")
     path: str | None = getattr(main, "__file__", None)
     if path and os.path.exists(path) and not path.endswith(("pytest", "__main__.py")):
         return os.path.abspath(path)
     return None
+
+
+def _signal(child: _Child, sig: signal.Signals) -> None:
+    """Send ``sig`` to a child that has not been reaped yet (its pid is still its own).
+
+    SIGKILL goes to a leader's whole process group, so that a subtree whose middle is
+    stuck or already dead goes down with it."""
+    if child.exited.is_set():
+        return
+    try:
+        if child.leader and sig == signal.SIGKILL:
+            os.killpg(child.proc.pid, sig)
+        else:
+            os.kill(child.proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+async def _exited_unreaped(proc: trio.Process) -> None:
+    """Wait until ``proc`` has exited, without reaping it (its pid stays reserved)."""
+    if sys.platform == "linux":
+        fd = os.pidfd_open(proc.pid)
+        try:
+            await trio.lowlevel.wait_readable(fd)
+        finally:
+            os.close(fd)
+    else:
+        await trio.to_thread.run_sync(
+            os.waitid, os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT, abandon_on_cancel=True
+        )
 
 
 class ActorNursery:
@@ -128,7 +177,7 @@ class ActorNursery:
         return {
             (c.name, c.uuid): c.portal
             for c in self._children.values()
-            if c.portal is not None and c.proc.returncode is None
+            if c.portal is not None and not c.exited.is_set()
         }
 
     async def start_actor(
@@ -193,13 +242,16 @@ class ActorNursery:
         modules: list[str],
         loglevel: str | None,
         transports: Sequence[str] | None,
+        inherit_parent_main: bool = True,
     ) -> _Child:
         actor = self._actor
         uuid = str(uuidlib.uuid4())
         parent_addr = next(
             (a for a in actor.accept_addrs if isinstance(a, UDSAddress)), actor.accept_addrs[0]
         )
-        main_path = _main_path() if "__main__" in modules else None
+        # Passed on whether or not this child enables the script, so that its own
+        # children can load it: functions defined in it keep working at every depth.
+        main_path = _main_path(actor) if inherit_parent_main else None
         chosen = list(transports or self._transports)
         binds: list[tuple[str, int | str]] = []
         for transport in chosen:
@@ -235,13 +287,17 @@ class ActorNursery:
             tls_ca=actor.security.tls.ca if actor.security.tls else None,
         )
         arrived, slot = actor.expect_child(uuid)
+        # A root's child leads a new session and process group (away from the terminal's
+        # Ctrl-C, which the root handles); deeper actors stay in that group, so that one
+        # killpg ends a subtree even when an actor in its middle is stuck or gone.
+        leader = actor.parent_addr is None
         proc = await trio.lowlevel.open_process(
             [sys.executable, "-m", "tractor_reg._child"],
             stdin=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            start_new_session=True,
+            start_new_session=leader,
         )
-        child = _Child(name, uuid, proc)
+        child = _Child(name, uuid, proc, leader)
         self._children[uuid] = child
         self._nursery.start_soon(self._relay_stderr, child)
         self._nursery.start_soon(self._monitor, child, arrived)
@@ -302,12 +358,23 @@ class ActorNursery:
             child.stderr_done.set()
 
     async def _monitor(self, child: _Child, arrived: trio.Event) -> None:
-        await child.proc.wait()
+        # The one place a child is reaped. Shielded: it ends only when the process has,
+        # and every way out of the nursery kills what still runs (see _reap).
+        with trio.CancelScope(shield=True):
+            await _exited_unreaped(child.proc)
+            if child.leader:
+                # While the leader is unreaped its pid cannot name another group: what
+                # is left of its subtree (a grandchild it could not reap) goes now.
+                try:
+                    os.killpg(child.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            child.returncode = await child.proc.wait()
         child.exited.set()
         arrived.set()  # wakes a spawner still waiting for the handshake
         if not child.spawned or child.reaping or child.oneshot:
             return
-        if child.proc.returncode != 0:
+        if child.returncode != 0:
             with trio.move_on_after(1.0):
                 await child.stderr_done.wait()
             raise child.crashed("unexpectedly")
@@ -342,22 +409,46 @@ class ActorNursery:
             if c.oneshot and c.result_error is not None and not c.result_consumed
         ]
 
+    def _reap_windows(self) -> tuple[float, float]:
+        """Seconds a child gets to exit after a graceful cancel, then after SIGTERM.
+
+        Unhurried, ``reap_grace`` and :data:`TERM_WAIT`. An actor that must itself exit
+        by a deadline (its parent is cancelling it, or it got SIGTERM) fits both into a
+        share of the time it has left, so that its children are gone, however stuck,
+        before its parent's own escalation reaches it: a tree goes down within about one
+        grace period of its root, not one per level.
+        """
+        window = self._actor.exit_budget(float("inf")) * _CHILDREN_SHARE
+        graceful = min(self.reap_grace, window * _GRACEFUL_SHARE)
+        return graceful, min(TERM_WAIT, window - graceful)
+
+    async def _request_cancel(self, child: _Child, budget: float) -> None:
+        """Ask ``child`` to cancel itself and to be gone within ``budget`` seconds."""
+        assert child.portal is not None
+        chan = child.portal.channel
+        if chan.closed:
+            return
+        try:
+            await chan.call("self", "cancel", {"budget": budget})
+        except (TransportClosed, RemoteActorError) as exc:
+            log.debug("cancel request to %r failed: %s", child.name, exc)
+
     async def _reap(self, child: _Child, hard_kill: bool = False) -> None:
         """Make sure ``child`` is gone: graceful cancel, then SIGTERM, then SIGKILL."""
         child.reaping = True
-        proc = child.proc
-        if proc.returncode is None and not hard_kill and child.portal is not None:
-            with trio.move_on_after(self.reap_grace):
-                await child.portal.cancel_actor(timeout=self.reap_grace)
-                await proc.wait()
-        if proc.returncode is None:
-            proc.terminate()
-            with trio.move_on_after(1.0):
-                await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        child.exited.set()
+        graceful, term = self._reap_windows()
+        if not child.exited.is_set() and not hard_kill and child.portal is not None:
+            with trio.move_on_after(graceful):
+                await self._request_cancel(child, graceful)
+                await child.exited.wait()
+        if not child.exited.is_set():
+            # A child cancels itself on SIGTERM, in a hurry (see tractor_reg._child).
+            _signal(child, signal.SIGTERM)
+            with trio.move_on_after(term):
+                await child.exited.wait()
+        if not child.exited.is_set():
+            _signal(child, signal.SIGKILL)
+            await child.exited.wait()
         if child.portal is not None:
             await child.portal.channel.aclose()
             aid = child.portal.channel.aid
