@@ -181,6 +181,8 @@ class Actor:
         #: When set (trio clock), the time by which this actor must have exited: the
         #: parent escalates to signals after it, so teardown fits its work before it.
         self.cancel_deadline: float | None = None
+        #: Set (and replaced by a fresh event) whenever ``cancel_deadline`` moves earlier.
+        self.deadline_changed = trio.Event()
         self.peer_connected = trio.Event()
         self._running_calls = 0
         self._calls_idle = trio.Event()
@@ -342,6 +344,8 @@ class Actor:
         deadline = trio.current_time() + budget
         if self.cancel_deadline is None or deadline < self.cancel_deadline:
             self.cancel_deadline = deadline
+            self.deadline_changed.set()
+            self.deadline_changed = trio.Event()
 
     def exit_budget(self, default: float) -> float:
         """Seconds left before this actor must have exited, or ``default`` if no
@@ -874,7 +878,9 @@ class Actor:
             self._running_calls -= 1
             if self._running_calls == 0:
                 self._calls_idle.set()
-        if call.ns == "self" and call.func == "cancel":
+        # Only an accepted request cancels: a refused one (not the parent, a bad budget)
+        # was answered with an error and changes nothing.
+        if call.ns == "self" and call.func == "cancel" and isinstance(reply, Return):
             self.cancel_soon()
 
     async def _run_inline(self, chan: Channel, call: Call) -> None:

@@ -31,11 +31,11 @@ DEFAULT_SPAWN_TIMEOUT = 60.0
 DEFAULT_REAP_GRACE = 3.0
 #: How long a child gets to exit after SIGTERM before SIGKILL.
 TERM_WAIT = 1.0
-#: An actor that must exit within a deadline spends this share of the time left on
-#: reaping its children (the rest is for its own teardown) ...
-_CHILDREN_SHARE = 0.75
-#: ... and of that, this share on the graceful cancel (the rest between SIGTERM and SIGKILL).
-_GRACEFUL_SHARE = 0.6
+#: An actor that must exit within a deadline ends its children's graceful phase after
+#: this share of the time it has left, and their SIGTERM phase after that share (the
+#: rest is for its own teardown).
+_GRACEFUL_END = 0.45
+_TERM_END = 0.75
 _STDERR_TAIL = 8192
 
 
@@ -132,6 +132,11 @@ def _signal(child: _Child, sig: signal.Signals) -> None:
             os.kill(child.proc.pid, sig)
     except ProcessLookupError:
         pass
+
+
+async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
 
 
 async def _exited_unreaped(proc: trio.Process) -> None:
@@ -409,18 +414,32 @@ class ActorNursery:
             if c.oneshot and c.result_error is not None and not c.result_consumed
         ]
 
-    def _reap_windows(self) -> tuple[float, float]:
-        """Seconds a child gets to exit after a graceful cancel, then after SIGTERM.
-
-        Unhurried, ``reap_grace`` and :data:`TERM_WAIT`. An actor that must itself exit
-        by a deadline (its parent is cancelling it, or it got SIGTERM) fits both into a
-        share of the time it has left, so that its children are gone, however stuck,
-        before its parent's own escalation reaches it: a tree goes down within about one
-        grace period of its root, not one per level.
+    def _tighten(self, end: float, share: float) -> float:
+        """``end`` (trio clock), or earlier when this actor must itself exit by a deadline:
+        then its children's graceful phase ends after ``_GRACEFUL_END`` and their SIGTERM
+        phase after ``_TERM_END`` of the time it has left, the rest being for its own
+        teardown. So its children are gone, however stuck, before its parent's own
+        escalation reaches it: a tree goes down within about one grace period of its
+        root, not one per level.
         """
-        window = self._actor.exit_budget(float("inf")) * _CHILDREN_SHARE
-        graceful = min(self.reap_grace, window * _GRACEFUL_SHARE)
-        return graceful, min(TERM_WAIT, window - graceful)
+        deadline = self._actor.cancel_deadline
+        if deadline is None:
+            return end
+        now = trio.current_time()
+        return min(end, now + max(0.0, deadline - now) * share)
+
+    async def _wait_exit(self, child: _Child, end: float, share: float) -> None:
+        """Wait until ``child`` has exited or ``end`` passed, pulling ``end`` earlier
+        whenever this actor's exit deadline does (a parent's cancel or a SIGTERM may
+        arrive while its children are being reaped)."""
+        end = self._tighten(end, share)
+        while not child.exited.is_set() and trio.current_time() < end:
+            changed = self._actor.deadline_changed
+            with trio.move_on_at(end):
+                async with trio.open_nursery() as either:
+                    for event in (child.exited, changed):
+                        either.start_soon(_set_then_cancel, event, either.cancel_scope)
+            end = self._tighten(end, share)
 
     async def _request_cancel(self, child: _Child, budget: float) -> None:
         """Ask ``child`` to cancel itself and to be gone within ``budget`` seconds."""
@@ -436,16 +455,17 @@ class ActorNursery:
     async def _reap(self, child: _Child, hard_kill: bool = False) -> None:
         """Make sure ``child`` is gone: graceful cancel, then SIGTERM, then SIGKILL."""
         child.reaping = True
-        graceful, term = self._reap_windows()
         if not child.exited.is_set() and not hard_kill and child.portal is not None:
-            with trio.move_on_after(graceful):
-                await self._request_cancel(child, graceful)
-                await child.exited.wait()
+            now = trio.current_time()
+            end = self._tighten(now + self.reap_grace, _GRACEFUL_END)
+            async with trio.open_nursery() as graceful:
+                graceful.start_soon(self._request_cancel, child, end - now)
+                await self._wait_exit(child, end, _GRACEFUL_END)
+                graceful.cancel_scope.cancel()
         if not child.exited.is_set():
             # A child cancels itself on SIGTERM, in a hurry (see tractor_reg._child).
             _signal(child, signal.SIGTERM)
-            with trio.move_on_after(term):
-                await child.exited.wait()
+            await self._wait_exit(child, trio.current_time() + TERM_WAIT, _TERM_END)
         if not child.exited.is_set():
             _signal(child, signal.SIGKILL)
             await child.exited.wait()
