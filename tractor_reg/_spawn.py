@@ -142,15 +142,19 @@ async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
 async def _exited_unreaped(proc: trio.Process) -> None:
     """Wait until ``proc`` has exited, without reaping it (its pid stays reserved)."""
     if sys.platform == "linux":
-        fd = os.pidfd_open(proc.pid)
         try:
-            await trio.lowlevel.wait_readable(fd)
-        finally:
-            os.close(fd)
-    else:
-        await trio.to_thread.run_sync(
-            os.waitid, os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT, abandon_on_cancel=True
-        )
+            fd = os.pidfd_open(proc.pid)
+        except OSError:
+            pass  # a kernel before 5.3: wait as elsewhere
+        else:
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            finally:
+                os.close(fd)
+            return
+    await trio.to_thread.run_sync(
+        os.waitid, os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT, abandon_on_cancel=True
+    )
 
 
 class ActorNursery:
