@@ -134,3 +134,18 @@ def test_main_script_functions_spawned_from_children(reg_addr: tractor_reg.TCPAd
         line = proc.wait_line("RESULT", timeout=60)
         assert json.loads(line.split(" ", 1)[1]) == ["__mp_main__", ["__mp_main__", 2], 11]
         assert proc.wait(30) == 0, proc.stderr_tail()
+
+
+async def test_child_without_parent_script_exposes_no_main(
+    reg_addr: tractor_reg.TCPAddress,
+) -> None:
+    """Enabling ``__main__`` in a child whose parent is no script (here: pytest) gives an
+    empty module with a clear refusal, never the child's own entry point."""
+    with trio.fail_after(30):
+        async with tractor_reg.open_nursery(registry_addrs=[reg_addr]) as an:
+            portal = await an.start_actor("svc", enable_modules=["__main__"])
+            for ns in ("__main__", "__mp_main__"):
+                with pytest.raises(tractor_reg.RemoteActorError) as info:
+                    await portal.run_from_ns(ns, "main")
+                assert info.value.type_name == "RPCNotAllowed"
+                assert "did not load its parent's script" in str(info.value)

@@ -293,8 +293,18 @@ class Actor:
         # Only Python functions *defined* in the enabled module: a name merely imported
         # into it (``from os import system``) must not become remotely callable.
         if not inspect.isfunction(fn) or fn.__module__ not in (module.__name__, ns):
+            if ns in ("__main__", "__mp_main__") and self._without_script():
+                raise RPCNotAllowed(
+                    f"{ns}.{func}: actor {self.name!r} did not load its parent's script "
+                    "(it was started with inherit_parent_main=False, or the parent program "
+                    "is not a script file)"
+                )
             raise RPCNotAllowed(f"{ns}.{func} is not a function defined in an enabled module")
         return fn
+
+    def _without_script(self) -> bool:
+        """A child actor that has no parent script loaded as its ``__main__``."""
+        return self.parent_addr is not None and self.main_path is None
 
     # -- self endpoints ------------------------------------------------------------------
 
