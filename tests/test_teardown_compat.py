@@ -19,6 +19,7 @@ from tests.compat_progs import teardown_tree
 from tests.procs import pid_alive, python, spawn, wait_gone
 
 PROGS = Path(__file__).resolve().parent / "compat_progs"
+TREE = "tests.compat_progs.teardown_tree"
 #: The root's reap grace in these tests, and how long the leaf blocks: far longer, so
 #: that a tree that waited for the leaf (or left it running) cannot pass by luck.
 GRACE = 2.0
@@ -116,7 +117,7 @@ async def test_sigterm_makes_a_child_reap_its_own_children(
     assert_tree_gone(actors)
 
 
-async def test_cancel_budget_must_be_seconds(reg_addr: tractor_reg.TCPAddress) -> None:
+async def test_refused_cancel_requests_cancel_nothing(reg_addr: tractor_reg.TCPAddress) -> None:
     with trio.fail_after(30):
         async with tractor_reg.open_nursery(registry_addrs=[reg_addr]) as an:
             portal = await an.start_actor("svc")
@@ -124,8 +125,10 @@ async def test_cancel_budget_must_be_seconds(reg_addr: tractor_reg.TCPAddress) -
                 with pytest.raises(tractor_reg.RemoteActorError, match="budget") as info:
                     await portal.run_from_ns("self", "cancel", budget=bad)
                 assert info.value.type_name == "ValueError"
-            # refused requests cancel nothing
+            sibling = await an.start_actor("sibling", enable_modules=[TREE])
+            assert await sibling.run(teardown_tree.cancel_peer, name="svc") == "RPCNotAllowed"
             assert await portal.run_from_ns("self", "ping") == list(portal.channel.aid.uid)
+            assert set(an.children) == {portal.channel.aid.uid, sibling.channel.aid.uid}
 
 
 def test_main_script_functions_spawned_from_children(reg_addr: tractor_reg.TCPAddress) -> None:

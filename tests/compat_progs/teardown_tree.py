@@ -43,6 +43,16 @@ async def hold_blocked_leaf(secs: float, marker: str) -> str:
         return str(await leaf.run(block, secs=secs, marker=marker))
 
 
+async def cancel_peer(name: str) -> str:
+    """Ask the actor called ``name`` (not a child of this one) to cancel; the error type."""
+    async with tractor_reg.find_actor(name, raise_on_none=True) as peer:
+        try:
+            await peer.run_from_ns("self", "cancel")
+        except tractor_reg.RemoteActorError as exc:
+            return exc.type_name
+    return "accepted"
+
+
 async def tree_state() -> dict[str, list[Any]]:
     return STATE
 
