@@ -17,8 +17,9 @@ from ._security import Security, TLSConfig
 from ._spawn import SpawnSpec
 
 #: How long a child that gets SIGTERM gives its own teardown (its children included):
-#: within the wait its parent allows between SIGTERM and SIGKILL.
-SIGTERM_BUDGET = 0.5
+#: within the wait its parent allows between SIGTERM and SIGKILL (at least
+#: ``_spawn._RESERVE`` unless the parent itself is nearly out of time).
+SIGTERM_BUDGET = 0.25
 
 
 async def _run(actor: Actor, terminated: list[bool]) -> None:

@@ -31,11 +31,14 @@ DEFAULT_SPAWN_TIMEOUT = 60.0
 DEFAULT_REAP_GRACE = 3.0
 #: How long a child gets to exit after SIGTERM before SIGKILL.
 TERM_WAIT = 1.0
-#: An actor that must exit within a deadline ends its children's graceful phase after
-#: this share of the time it has left, and their SIGTERM phase after that share (the
-#: rest is for its own teardown).
-_GRACEFUL_END = 0.45
-_TERM_END = 0.75
+#: An actor that must exit by a deadline keeps this much of the time it has left (at
+#: most a quarter of it) for its own teardown, and as much again, before that, for its
+#: children's SIGTERM phase; their graceful phase gets the rest. A fixed reserve, not a
+#: share, so that each level of a deep tree costs about the same.
+_RESERVE = 0.3
+#: How many reserves are still ahead at the end of each phase.
+_AFTER_GRACEFUL = 2
+_AFTER_TERM = 1
 _STDERR_TAIL = 8192
 
 
@@ -418,32 +421,31 @@ class ActorNursery:
             if c.oneshot and c.result_error is not None and not c.result_consumed
         ]
 
-    def _tighten(self, end: float, share: float) -> float:
-        """``end`` (trio clock), or earlier when this actor must itself exit by a deadline:
-        then its children's graceful phase ends after ``_GRACEFUL_END`` and their SIGTERM
-        phase after ``_TERM_END`` of the time it has left, the rest being for its own
-        teardown. So its children are gone, however stuck, before its parent's own
-        escalation reaches it: a tree goes down within about one grace period of its
-        root, not one per level.
+    def _tighten(self, end: float, reserves: int) -> float:
+        """``end`` (trio clock), or earlier when this actor must itself exit by a deadline,
+        so that ``reserves`` of :data:`_RESERVE` are left after it. Its children are
+        then gone, however stuck, before its parent's own escalation reaches it: a tree
+        goes down within about one grace period of its root, not one per level.
         """
         deadline = self._actor.cancel_deadline
         if deadline is None:
             return end
         now = trio.current_time()
-        return min(end, now + max(0.0, deadline - now) * share)
+        left = max(0.0, deadline - now)
+        return min(end, now + left - reserves * min(_RESERVE, left / 4))
 
-    async def _wait_exit(self, child: _Child, end: float, share: float) -> None:
+    async def _wait_exit(self, child: _Child, end: float, reserves: int) -> None:
         """Wait until ``child`` has exited or ``end`` passed, pulling ``end`` earlier
         whenever this actor's exit deadline does (a parent's cancel or a SIGTERM may
         arrive while its children are being reaped)."""
-        end = self._tighten(end, share)
+        end = self._tighten(end, reserves)
         while not child.exited.is_set() and trio.current_time() < end:
             changed = self._actor.deadline_changed
             with trio.move_on_at(end):
                 async with trio.open_nursery() as either:
                     for event in (child.exited, changed):
                         either.start_soon(_set_then_cancel, event, either.cancel_scope)
-            end = self._tighten(end, share)
+            end = self._tighten(end, reserves)
 
     async def _request_cancel(self, child: _Child, budget: float) -> None:
         """Ask ``child`` to cancel itself and to be gone within ``budget`` seconds."""
@@ -461,15 +463,15 @@ class ActorNursery:
         child.reaping = True
         if not child.exited.is_set() and not hard_kill and child.portal is not None:
             now = trio.current_time()
-            end = self._tighten(now + self.reap_grace, _GRACEFUL_END)
+            end = self._tighten(now + self.reap_grace, _AFTER_GRACEFUL)
             async with trio.open_nursery() as graceful:
                 graceful.start_soon(self._request_cancel, child, end - now)
-                await self._wait_exit(child, end, _GRACEFUL_END)
+                await self._wait_exit(child, end, _AFTER_GRACEFUL)
                 graceful.cancel_scope.cancel()
         if not child.exited.is_set():
             # A child cancels itself on SIGTERM, in a hurry (see tractor_reg._child).
             _signal(child, signal.SIGTERM)
-            await self._wait_exit(child, trio.current_time() + TERM_WAIT, _TERM_END)
+            await self._wait_exit(child, trio.current_time() + TERM_WAIT, _AFTER_TERM)
         if not child.exited.is_set():
             _signal(child, signal.SIGKILL)
             await child.exited.wait()
