@@ -77,6 +77,9 @@ class _Child:
         self.portal: Portal | None = None
         self.spawned = False
         self.reaping = False
+        #: True from the moment the process is known to have exited (it may be reaped
+        #: at the next checkpoint: its pid is no longer ours to signal).
+        self.dead = False
         #: Set once the process has exited and was reaped (``returncode`` is then known).
         self.exited = trio.Event()
         self.returncode: int | None = None
@@ -122,11 +125,11 @@ def _main_path(actor: Actor) -> str | None:
 
 
 def _signal(child: _Child, sig: signal.Signals) -> None:
-    """Send ``sig`` to a child that has not been reaped yet (its pid is still its own).
+    """Send ``sig`` to a child that has not exited yet (its pid is still its own).
 
     SIGKILL goes to a leader's whole process group, so that a subtree whose middle is
     stuck or already dead goes down with it."""
-    if child.exited.is_set():
+    if child.dead:
         return
     try:
         if child.leader and sig == signal.SIGKILL:
@@ -374,6 +377,7 @@ class ActorNursery:
         # and every way out of the nursery kills what still runs (see _reap).
         with trio.CancelScope(shield=True):
             await _exited_unreaped(child.proc)
+            child.dead = True
             if child.leader:
                 # While the leader is unreaped its pid cannot name another group: what
                 # is left of its subtree (a grandchild it could not reap) goes now.
@@ -465,7 +469,7 @@ class ActorNursery:
             now = trio.current_time()
             end = self._tighten(now + self.reap_grace, _AFTER_GRACEFUL)
             async with trio.open_nursery() as graceful:
-                graceful.start_soon(self._request_cancel, child, end - now)
+                graceful.start_soon(self._request_cancel, child, max(0.0, end - now))
                 await self._wait_exit(child, end, _AFTER_GRACEFUL)
                 graceful.cancel_scope.cancel()
         if not child.exited.is_set():
