@@ -67,6 +67,11 @@ DEFAULT_MAX_CONNECTIONS = 4096
 #: listener; the accept loop logs them and tries again after _ACCEPT_RETRY seconds.
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _ACCEPT_RETRY = 0.1
+#: How long teardown waits for cancelled RPC tasks to finish (their actor nurseries reap
+#: children on the way out) when no parent set a deadline for this actor's exit.
+_CALLS_GRACE = 5.0
+#: The least time teardown spends trying to unregister, even past its deadline.
+_MIN_UNREGISTER = 0.25
 
 #: Errors that mean "that peer cannot be reached / talked to right now".
 CONNECT_ERRORS: tuple[type[Exception], ...] = (
@@ -189,7 +194,15 @@ class Actor:
         self._reg_failed_at: dict[Address, float] = {}
         self._parent_chan: Channel | None = None
         self.cancel_called = trio.Event()
+        #: When set (trio clock), the time by which this actor must have exited: the
+        #: parent escalates to signals after it, so teardown fits its work before it.
+        self.cancel_deadline: float | None = None
+        #: Set (and replaced by a fresh event) whenever ``cancel_deadline`` moves earlier.
+        self.deadline_changed = trio.Event()
         self.peer_connected = trio.Event()
+        self._running_calls = 0
+        self._calls_idle = trio.Event()
+        self._calls_idle.set()
 
     # -- identity ------------------------------------------------------------------------
 
@@ -284,9 +297,16 @@ class Actor:
             self._modules[modname] = importlib.import_module(modname)
 
     def _main_module(self) -> types.ModuleType:
-        """The parent's script, loaded under ``__mp_main__`` so its guard does not run."""
-        main = sys.modules.get("__main__")
+        """The root program's script, loaded under ``__mp_main__`` so its guard does not run.
+
+        A root actor enables its own ``__main__``. A child loads the script its parent
+        passed on; a child told not to inherit it (no ``main_path``) exposes an empty
+        module, never the ``tractor_reg._child`` entry point that is its real ``__main__``.
+        """
         if self.main_path is None:
+            if self.parent_addr is not None:
+                return types.ModuleType("__mp_main__")
+            main = sys.modules.get("__main__")
             if main is None:
                 raise RuntimeBootError("no __main__ module to enable")
             return main
@@ -322,14 +342,26 @@ class Actor:
         # Only Python functions *defined* in the enabled module: a name merely imported
         # into it (``from os import system``) must not become remotely callable.
         if not inspect.isfunction(fn) or fn.__module__ not in (module.__name__, ns):
+            if ns in ("__main__", "__mp_main__") and self._without_script():
+                raise RPCNotAllowed(
+                    f"{ns}.{func}: actor {self.name!r} did not load its parent's script "
+                    "(it was started with inherit_parent_main=False, or the parent program "
+                    "is not a script file)"
+                )
             raise RPCNotAllowed(f"{ns}.{func} is not a function defined in an enabled module")
         return fn
 
+    def _without_script(self) -> bool:
+        """A child actor that has no parent script loaded as its ``__main__``."""
+        return self.parent_addr is not None and self.main_path is None
+
     # -- self endpoints ------------------------------------------------------------------
 
-    async def cancel(self) -> bool:
+    async def cancel(self, budget: float | None = None) -> bool:
         """Shut this actor down (answered first, then the actor winds down).
 
+        ``budget`` is how many seconds the caller waits for this actor to exit before it
+        escalates to signals; teardown (this actor's own children included) fits in it.
         Only the parent that spawned this actor may ask (or the actor itself, locally); a
         root actor is stopped by its own program or by a signal, never by a peer.
         """
@@ -341,15 +373,45 @@ class Actor:
                     f"only the parent of {self.name!r} may cancel it"
                     + ("" if parent is not None else " (it is a root actor: it has none)")
                 )
+        if budget is not None:
+            if (
+                isinstance(budget, bool)
+                or not isinstance(budget, int | float)
+                or not 0 <= budget < float("inf")
+            ):
+                raise ValueError(f"budget must be a number of seconds >= 0, got {budget!r}")
+            self.limit_exit(budget)
         return True
 
     async def ping(self) -> list[str]:
         return [self.name, self.uuid]
 
-    def cancel_soon(self) -> None:
-        """Begin shutting this actor down; returns immediately."""
+    def cancel_soon(self, budget: float | None = None) -> None:
+        """Begin shutting this actor down; returns immediately.
+
+        With ``budget``, the actor must be gone within that many seconds (see
+        :meth:`limit_exit`).
+        """
+        if budget is not None:
+            self.limit_exit(budget)
         self.cancel_called.set()
         self._root_scope.cancel()
+
+    def limit_exit(self, budget: float) -> None:
+        """Require this actor to exit within ``budget`` seconds from now; an earlier
+        deadline already set stays."""
+        deadline = trio.current_time() + budget
+        if self.cancel_deadline is None or deadline < self.cancel_deadline:
+            self.cancel_deadline = deadline
+            self.deadline_changed.set()
+            self.deadline_changed = trio.Event()
+
+    def exit_budget(self, default: float) -> float:
+        """Seconds left before this actor must have exited, or ``default`` if no
+        deadline was set."""
+        if self.cancel_deadline is None:
+            return default
+        return max(0.0, self.cancel_deadline - trio.current_time())
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -379,6 +441,7 @@ class Actor:
                             yield self
                     finally:
                         with trio.CancelScope(shield=True):
+                            await self._cancel_calls()
                             await self._teardown()
                         service.cancel_scope.cancel()
         finally:
@@ -460,13 +523,27 @@ class Actor:
             self._parent_chan = await self.dial(self.parent_addr, cache=False, role="child")
             service.start_soon(self._watch_parent, self._parent_chan)
 
+    async def _cancel_calls(self) -> None:
+        """Cancel every RPC task and wait (within the exit budget) until they are done.
+
+        Runs before the rest of teardown: an RPC task that opened an actor nursery reaps
+        its children on the way out, while this actor's channels still work and its
+        deadline leaves them time.
+        """
+        for scopes in self._calls.values():
+            for scope in scopes.values():
+                scope.cancel()
+        with trio.move_on_after(self.exit_budget(_CALLS_GRACE)):
+            await self._calls_idle.wait()
+
     async def _teardown(self) -> None:
         # Stop renewing first: a renewal or re-registration still running (or starting)
         # after the unregister would register this dying actor again.
         self._lease_scope.cancel()
         if self._lease_started:
             await self._lease_done.wait()
-        with trio.move_on_after(max(1.0, self.connect_timeout)):
+        limit = max(1.0, self.connect_timeout)
+        with trio.move_on_after(max(_MIN_UNREGISTER, min(limit, self.exit_budget(limit)))):
             await self._unregister()
         await self._close_listeners()
         for chans in list(self._peers.values()):
@@ -834,6 +911,9 @@ class Actor:
     async def _run_call(self, chan: Channel, call: Call, scope: trio.CancelScope) -> None:
         _state.current_channel.set(chan)
         reply: Return | Error | None = None
+        if self._running_calls == 0:
+            self._calls_idle = trio.Event()
+        self._running_calls += 1
         try:
             with scope:
                 try:
@@ -849,7 +929,12 @@ class Actor:
             await self._send_reply(chan, call.cid, reply)
         finally:
             self._calls.get(chan, {}).pop(call.cid, None)
-        if call.ns == "self" and call.func == "cancel":
+            self._running_calls -= 1
+            if self._running_calls == 0:
+                self._calls_idle.set()
+        # Only an accepted request cancels: a refused one (not the parent, a bad budget)
+        # was answered with an error and changes nothing.
+        if call.ns == "self" and call.func == "cancel" and isinstance(reply, Return):
             self.cancel_soon()
 
     async def _run_inline(self, chan: Channel, call: Call) -> None:

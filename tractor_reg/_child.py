@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from collections.abc import AsyncIterator
 
 import msgspec
 import trio
@@ -15,7 +17,13 @@ from ._exceptions import pack_error
 from ._log import CUSTOM_LEVELS, setup_logging
 from ._security import Security, TLSConfig
 from ._spawn import SpawnSpec
+from ._util import collapse_eg
 from .log import STD_PALETTE, add_log_level
+
+#: How long a child that gets SIGTERM gives its own teardown (its children included):
+#: within the wait its parent allows between SIGTERM and SIGKILL (at least
+#: ``_spawn._RESERVE`` unless the parent itself is nearly out of time).
+SIGTERM_BUDGET = 0.25
 
 
 class _BootReport:
@@ -48,10 +56,28 @@ class _BootReport:
         return True
 
 
-async def _run(actor: Actor, report: _BootReport) -> None:
-    async with actor.running():
-        report.close()
-        await trio.sleep_forever()
+async def _run(actor: Actor, report: _BootReport, terminated: list[bool]) -> None:
+    # SIGTERM is a request to cancel, as from the parent but in a hurry; the receiver
+    # stays installed through teardown, so a second one cannot cut teardown short.
+    # collapse_eg: a boot failure (an enable_modules import error) leaves as itself, for
+    # the boot report, not wrapped in this nursery's group.
+    with trio.open_signal_receiver(signal.SIGTERM) as signals, collapse_eg():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_sigterm, actor, signals, terminated)
+            try:
+                async with actor.running():
+                    report.close()
+                    await trio.sleep_forever()
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def _cancel_on_sigterm(
+    actor: Actor, signals: AsyncIterator[int], terminated: list[bool]
+) -> None:
+    async for _ in signals:
+        terminated[0] = True
+        actor.cancel_soon(SIGTERM_BUDGET)
 
 
 def main() -> int:
@@ -105,10 +131,15 @@ def _main(spec: SpawnSpec, report: _BootReport) -> int:
         ),
     )
     actor.runtime_config = _ChildConfig(spec)  # type: ignore[attr-defined]
+    terminated = [False]
     try:
-        trio.run(_run, actor, report)
+        trio.run(_run, actor, report, terminated)
     except KeyboardInterrupt:
         return 130
+    if terminated[0]:
+        # Cleaned up; now end as SIGTERM ends a process, so the parent sees why.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
     return 0
 
 

@@ -6,6 +6,7 @@ import collections
 import inspect
 import logging
 import os
+import signal
 import subprocess
 import sys
 import uuid as uuidlib
@@ -47,6 +48,16 @@ log = logging.getLogger("tractor_reg.spawn")
 DEFAULT_SPAWN_TIMEOUT = 60.0
 #: How long a child gets to exit after a graceful cancel before SIGTERM, then SIGKILL.
 DEFAULT_REAP_GRACE = 3.0
+#: How long a child gets to exit after SIGTERM before SIGKILL.
+TERM_WAIT = 1.0
+#: An actor that must exit by a deadline keeps this much of the time it has left (at
+#: most a quarter of it) for its own teardown, and as much again, before that, for its
+#: children's SIGTERM phase; their graceful phase gets the rest. A fixed reserve, not a
+#: share, so that each level of a deep tree costs about the same.
+_RESERVE = 0.3
+#: How many reserves are still ahead at the end of each phase.
+_AFTER_GRACEFUL = 2
+_AFTER_TERM = 1
 _STDERR_TAIL = 8192
 
 
@@ -140,14 +151,22 @@ def _spawn_options(
 
 
 class _Child:
-    def __init__(self, name: str, uuid: str, proc: trio.Process) -> None:
+    def __init__(self, name: str, uuid: str, proc: trio.Process, leader: bool) -> None:
         self.name = name
         self.uuid = uuid
         self.proc = proc
+        #: The child leads a process group that holds its whole subtree (it was spawned
+        #: by a root actor); every actor below it inherits that group.
+        self.leader = leader
         self.portal: Portal | None = None
         self.spawned = False
         self.reaping = False
+        #: True from the moment the process is known to have exited (it may be reaped
+        #: at the next checkpoint: its pid is no longer ours to signal).
+        self.dead = False
+        #: Set once the process has exited and was reaped (``returncode`` is then known).
         self.exited = trio.Event()
+        self.returncode: int | None = None
         self.stderr_tail: collections.deque[bytes] = collections.deque()
         self.stderr_done = trio.Event()
         self.report = bytearray()
@@ -163,12 +182,14 @@ class _Child:
         return b"".join(self.stderr_tail).decode("utf-8", "replace")[-_STDERR_TAIL:]
 
     def crashed(self, when: str) -> ActorCrashed:
-        code = self.proc.returncode
-        how = (
-            f"was killed by signal {-code}"
-            if code is not None and code < 0
-            else f"exited with code {code}"
-        )
+        # Never poll the process here: only the monitor reaps it (see _monitor).
+        code = self.returncode
+        if code is None:
+            how = "lost its connection to its parent"
+        elif code < 0:
+            how = f"was killed by signal {-code}"
+        else:
+            how = f"exited with code {code}"
         return ActorCrashed(
             f"actor {self.name!r} {how} {when}",
             boxed_type=ActorCrashed,
@@ -190,12 +211,55 @@ class _Child:
         )
 
 
-def _main_path() -> str | None:
+def _main_path(actor: Actor) -> str | None:
+    """The script a child should load as ``__main__``/``__mp_main__``: in a root actor,
+    the program's own script; in a child, the one its parent passed on."""
+    if actor.parent_addr is not None:
+        return actor.main_path
     main = sys.modules.get("__main__")
     path: str | None = getattr(main, "__file__", None)
     if path and os.path.exists(path) and not path.endswith(("pytest", "__main__.py")):
         return os.path.abspath(path)
     return None
+
+
+def _signal(child: _Child, sig: signal.Signals) -> None:
+    """Send ``sig`` to a child that has not exited yet (its pid is still its own).
+
+    SIGKILL goes to a leader's whole process group, so that a subtree whose middle is
+    stuck or already dead goes down with it."""
+    if child.dead:
+        return
+    try:
+        if child.leader and sig == signal.SIGKILL:
+            os.killpg(child.proc.pid, sig)
+        else:
+            os.kill(child.proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+async def _exited_unreaped(proc: trio.Process) -> None:
+    """Wait until ``proc`` has exited, without reaping it (its pid stays reserved)."""
+    if sys.platform == "linux":
+        try:
+            fd = os.pidfd_open(proc.pid)
+        except OSError:
+            pass  # a kernel before 5.3: wait as elsewhere
+        else:
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            finally:
+                os.close(fd)
+            return
+    await trio.to_thread.run_sync(
+        os.waitid, os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT, abandon_on_cancel=True
+    )
 
 
 class ActorNursery:
@@ -230,7 +294,7 @@ class ActorNursery:
         return {
             (c.name, c.uuid): c.portal
             for c in self._children.values()
-            if c.portal is not None and c.proc.returncode is None
+            if c.portal is not None and not c.exited.is_set()
         }
 
     async def start_actor(
@@ -339,7 +403,9 @@ class ActorNursery:
         parent_addr = next(
             (a for a in actor.accept_addrs if isinstance(a, UDSAddress)), actor.accept_addrs[0]
         )
-        main_path = _main_path() if "__main__" in modules and options.inherit_parent_main else None
+        # Passed on whether or not this child enables the script, so that its own
+        # children can load it: functions defined in it keep working at every depth.
+        main_path = _main_path(actor) if options.inherit_parent_main else None
         chosen = list(options.transports or self._transports)
         binds: list[tuple[str, int | str]] = [unwrap_address(a) for a in options.bind_addrs]
         for transport in chosen if not binds else ():
@@ -379,13 +445,17 @@ class ActorNursery:
         report_r, report_w = os.pipe()
         spec = msgspec.structs.replace(spec, report_fd=report_w)
         arrived, slot = actor.expect_child(uuid)
+        # A root's child leads a new session and process group (away from the terminal's
+        # Ctrl-C, which the root handles); deeper actors stay in that group, so that one
+        # killpg ends a subtree even when an actor in its middle is stuck or gone.
+        leader = actor.parent_addr is None
         started = False
         try:
             proc = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "tractor_reg._child"],
                 stdin=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                start_new_session=True,
+                start_new_session=leader,
                 pass_fds=(report_w,),
                 **options.proc_kwargs,
             )
@@ -395,7 +465,7 @@ class ActorNursery:
             os.close(report_w)
             if not started:
                 os.close(report_r)
-        child = _Child(name, uuid, proc)
+        child = _Child(name, uuid, proc, leader)
         self._children[uuid] = child
         self._nursery.start_soon(self._read_report, child, trio.lowlevel.FdStream(report_r))
         self._nursery.start_soon(self._relay_stderr, child)
@@ -473,12 +543,24 @@ class ActorNursery:
             await stream.aclose()
 
     async def _monitor(self, child: _Child, arrived: trio.Event) -> None:
-        await child.proc.wait()
+        # The one place a child is reaped. Shielded: it ends only when the process has,
+        # and every way out of the nursery kills what still runs (see _reap).
+        with trio.CancelScope(shield=True):
+            await _exited_unreaped(child.proc)
+            child.dead = True
+            if child.leader:
+                # While the leader is unreaped its pid cannot name another group: what
+                # is left of its subtree (a grandchild it could not reap) goes now.
+                try:
+                    os.killpg(child.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            child.returncode = await child.proc.wait()
         child.exited.set()
         arrived.set()  # wakes a spawner still waiting for the handshake
         if not child.spawned or child.reaping or child.oneshot:
             return
-        if child.proc.returncode != 0:
+        if child.returncode != 0:
             with trio.move_on_after(1.0):
                 await child.stderr_done.wait()
             raise child.crashed("unexpectedly")
@@ -513,22 +595,60 @@ class ActorNursery:
             if c.oneshot and c.result_error is not None and not c.result_consumed
         ]
 
+    def _tighten(self, end: float, reserves: int) -> float:
+        """``end`` (trio clock), or earlier when this actor must itself exit by a deadline,
+        so that ``reserves`` of :data:`_RESERVE` are left after it. Its children are
+        then gone, however stuck, before its parent's own escalation reaches it: a tree
+        goes down within about one grace period of its root, not one per level.
+        """
+        deadline = self._actor.cancel_deadline
+        if deadline is None:
+            return end
+        now = trio.current_time()
+        left = max(0.0, deadline - now)
+        return min(end, now + left - reserves * min(_RESERVE, left / 4))
+
+    async def _wait_exit(self, child: _Child, end: float, reserves: int) -> None:
+        """Wait until ``child`` has exited or ``end`` passed, pulling ``end`` earlier
+        whenever this actor's exit deadline does (a parent's cancel or a SIGTERM may
+        arrive while its children are being reaped)."""
+        end = self._tighten(end, reserves)
+        while not child.exited.is_set() and trio.current_time() < end:
+            changed = self._actor.deadline_changed
+            with trio.move_on_at(end):
+                async with trio.open_nursery() as either:
+                    for event in (child.exited, changed):
+                        either.start_soon(_set_then_cancel, event, either.cancel_scope)
+            end = self._tighten(end, reserves)
+
+    async def _request_cancel(self, child: _Child, budget: float) -> None:
+        """Ask ``child`` to cancel itself and to be gone within ``budget`` seconds."""
+        assert child.portal is not None
+        chan = child.portal.channel
+        if chan.closed:
+            return
+        try:
+            await chan.call("self", "cancel", {"budget": budget})
+        except (TransportClosed, RemoteActorError) as exc:
+            log.debug("cancel request to %r failed: %s", child.name, exc)
+
     async def _reap(self, child: _Child, hard_kill: bool = False) -> None:
         """Make sure ``child`` is gone: graceful cancel, then SIGTERM, then SIGKILL."""
         child.reaping = True
-        proc = child.proc
-        if proc.returncode is None and not hard_kill and child.portal is not None:
-            with trio.move_on_after(self.reap_grace):
-                await child.portal.cancel_actor(timeout=self.reap_grace)
-                await proc.wait()
-        if proc.returncode is None:
-            proc.terminate()
-            with trio.move_on_after(1.0):
-                await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        child.exited.set()
+        if not child.exited.is_set() and not hard_kill and child.portal is not None:
+            now = trio.current_time()
+            end = self._tighten(now + self.reap_grace, _AFTER_GRACEFUL)
+            async with trio.open_nursery() as graceful:
+                graceful.start_soon(self._request_cancel, child, max(0.0, end - now))
+                await self._wait_exit(child, end, _AFTER_GRACEFUL)
+                graceful.cancel_scope.cancel()
+        if not child.exited.is_set():
+            # A child cancels itself on SIGTERM, in a hurry (see tractor_reg._child).
+            _signal(child, signal.SIGTERM)
+            await self._wait_exit(child, trio.current_time() + TERM_WAIT, _AFTER_TERM)
+        if not child.exited.is_set():
+            _signal(child, signal.SIGKILL)
+            await child.exited.wait()
         if child.portal is not None:
             await child.portal.channel.aclose()
             aid = child.portal.channel.aid
