@@ -209,6 +209,20 @@ async def test_registrar_root_is_named_root_and_found_by_name(
                 assert await trio.to_thread.run_sync(p.wait) == 0
 
 
+async def test_lookup_connections_are_not_handed_to_other_lookups(
+    reg_addr: tractor.TCPAddress,
+) -> None:
+    """A connection a peer opened for its own find_actor block closes when that block
+    ends: a lookup at the other end must not hand it out (it led to a dead channel)."""
+    with trio.fail_after(30):
+        async with tractor.open_nursery(registry_addrs=[reg_addr]) as an:
+            asker = await an.start_actor("asker", enable_modules=[COMPAT])
+            await an.start_actor("target", enable_modules=[COMPAT])
+            where = await asker.run(compat_funcs.ask_to_find_me, target="target")
+            # the target dialled the asker afresh, at an address the asker listens on
+            assert tuple(where) in asker.chan.aid.accept_addrs
+
+
 async def test_joining_root_is_named_root(reg_addr: tractor.TCPAddress) -> None:
     with trio.fail_after(30), spawn(_registrar_argv(reg_addr)) as registrar:
         registrar.wait_line("READY")

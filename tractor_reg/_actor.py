@@ -269,7 +269,7 @@ class Actor:
         handshake within ``timeout``; the caller owns the returned channel."""
         stream = await open_stream(addr, min(timeout, self.connect_timeout))
         stream = await self.secure_client_stream(stream, addr)
-        chan = Channel(stream, raddr=addr, max_frame_size=self.max_frame_size)
+        chan = Channel(stream, raddr=addr, max_frame_size=self.max_frame_size, role=role)
         shook = False
         try:
             await chan.handshake(self._hello(role), timeout, self.security.secret)
@@ -830,18 +830,24 @@ class Actor:
         if chan.raddr is not None and self._dialled.get(chan.raddr) is chan:
             del self._dialled[chan.raddr]
 
+    @staticmethod
+    def _reusable(chan: Channel) -> bool:
+        """A live channel that a lookup may hand out: not one that a lookup block (of
+        this actor, or of the peer that dialled it) opened and will close when it ends."""
+        return not chan.closed and chan.role != "lookup" and chan.aid.role != "lookup"
+
     def get_peer_by_name(self, name: str) -> Channel | None:
-        """The most recently connected live channel to an actor called ``name``."""
+        """The most recently connected reusable channel to an actor called ``name``."""
         for chans in reversed(list(self._peers.values())):
             for chan in reversed(chans):
-                if chan.aid.name == name and not chan.closed:
+                if chan.aid.name == name and self._reusable(chan):
                     return chan
         return None
 
     def peers_by_name(self, name: str) -> list[Channel]:
         found = []
         for chans in self._peers.values():
-            live = [c for c in chans if not c.closed]
+            live = [c for c in chans if self._reusable(c)]
             if live and live[-1].aid.name == name:
                 found.append(live[-1])
         return found

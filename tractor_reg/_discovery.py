@@ -100,7 +100,9 @@ async def _connect_any(
         ranked = [a for a in ranked if a.transport in transports]
     for addr in ranked:
         try:
-            chan = await actor.dial(addr, cache=False, lazy=True)
+            # "lookup": this connection lives as long as the caller's block; the peer
+            # must not hand it to a lookup of its own (it may close under that one).
+            chan = await actor.dial(addr, cache=False, lazy=True, role="lookup")
         except CONNECT_ERRORS as exc:
             log.info("%s unreachable (%s); reporting it to the registrar", addr, exc)
         else:

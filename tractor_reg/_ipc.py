@@ -148,6 +148,7 @@ class Channel:
     stream: trio.abc.Stream
     raddr: Address | None
     max_frame_size: int
+    role: str
 
     def __init__(
         self,
@@ -155,9 +156,12 @@ class Channel:
         *,
         raddr: Address | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        role: str = "peer",
     ) -> None:
         self.stream = stream
         self.raddr = raddr
+        #: The role this side declared in its handshake ("peer", "child", "lookup").
+        self.role = role
         self.max_frame_size = max_frame_size
         self._aid: Aid | None = None
         self._buf = bytearray()

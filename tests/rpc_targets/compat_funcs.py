@@ -40,3 +40,19 @@ async def find_and_call(name: str) -> str:
         again: str = await portal.run(hello)
     assert again == answer
     return answer
+
+
+async def raddr_of_found(name: str) -> list[object]:
+    """Where the channel a lookup of ``name`` hands out here leads."""
+    async with tractor.find_actor(name) as portal:
+        assert portal is not None and portal.chan.raddr is not None
+        return list(portal.chan.raddr)
+
+
+async def ask_to_find_me(target: str) -> list[object]:
+    """Call ``target`` over a lookup connection; it looks this actor up meanwhile."""
+    me = tractor.current_actor().name
+    async with tractor.find_actor(target) as portal:
+        assert portal is not None
+        where: list[object] = await portal.run(raddr_of_found, name=me)
+        return where
