@@ -87,3 +87,8 @@ def test_causality_and_registry() -> None:
         "found: daemon",
         "oneshot: answered from a child",
     ]
+
+
+def test_inherit_parent_main() -> None:
+    lines = run_scene("no_inherit")
+    assert lines == ["script function ran in inheriting", "refused: RPCNotAllowed"]

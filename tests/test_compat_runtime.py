@@ -181,6 +181,35 @@ async def test_bad_child_keywords_fail_in_the_parent(
                 assert portal is None
 
 
+async def test_nursery_cancel_flags(reg_addr: tractor.TCPAddress, uds_dir: str) -> None:
+    started = os.path.join(uds_dir, "blocked")
+    with trio.fail_after(40):
+        async with tractor.open_nursery(registry_addrs=[reg_addr]) as an:
+            assert not an.cancel_called and not an.cancelled_caught
+            await an.start_actor("polite", enable_modules=[COMPAT])
+            await an.cancel()
+            assert an.cancel_called and an.cancelled_caught
+            an.reap_grace = 0.5
+            stuck = await an.start_actor("stuck", enable_modules=[COMPAT])
+
+            async def hold() -> None:
+                with pytest.raises(tractor.TransportClosed):  # it gets killed
+                    await stuck.run(compat_funcs.block_sync, seconds=30, started=started)
+
+            async with trio.open_nursery() as tn:
+                tn.start_soon(hold)
+                while not os.path.exists(started):
+                    await trio.sleep(0.01)
+                # it cannot acknowledge a cancel while blocked
+                assert await stuck.cancel_actor(timeout=0.2) is False
+                with pytest.raises(tractor.ActorTooSlowError, match=r"within 0\.2s"):
+                    await stuck.cancel_actor(timeout=0.2, raise_on_timeout=True)
+                await an.cancel()
+            # the stuck child needed a signal
+            assert an.cancel_called and not an.cancelled_caught
+            assert not tractor.current_actor().cancel_called
+
+
 # -- 2. the root is called 'root' ---------------------------------------------------------------
 
 

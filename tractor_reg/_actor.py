@@ -193,7 +193,7 @@ class Actor:
         self._registry_failing = False
         self._reg_failed_at: dict[Address, float] = {}
         self._parent_chan: Channel | None = None
-        self.cancel_called = trio.Event()
+        self._cancel_requested = trio.Event()
         #: When set (trio clock), the time by which this actor must have exited: the
         #: parent escalates to signals after it, so teardown fits its work before it.
         self.cancel_deadline: float | None = None
@@ -213,6 +213,11 @@ class Actor:
     @property
     def aid(self) -> Aid:
         return Aid(self.name, self.uuid, self.pid, self.is_registrar, tuple(self.accept_addrs))
+
+    @property
+    def cancel_called(self) -> bool:
+        """Whether this actor was asked to shut down (a cancel request or cancel_soon())."""
+        return self._cancel_requested.is_set()
 
     @property
     def accept_addr(self) -> Address:
@@ -394,7 +399,7 @@ class Actor:
         """
         if budget is not None:
             self.limit_exit(budget)
-        self.cancel_called.set()
+        self._cancel_requested.set()
         self._root_scope.cancel()
 
     def limit_exit(self, budget: float) -> None:
@@ -567,7 +572,7 @@ class Actor:
     async def _watch_parent(self, chan: Channel) -> None:
         """A child whose parent vanished shuts down instead of lingering as an orphan."""
         await chan.closed_event.wait()
-        if not self.cancel_called.is_set():
+        if not self._cancel_requested.is_set():
             log.warning("%r: parent connection lost; shutting down", self)
         self.cancel_soon()
 

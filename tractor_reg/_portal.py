@@ -135,14 +135,17 @@ class Portal:
 
         A peer that is already gone counts as cancelled. ``timeout`` defaults to
         :attr:`cancel_timeout`; past it the answer is ``False``, or with
-        ``raise_on_timeout=True`` an ``ActorTooSlowError``.
+        ``raise_on_timeout=True`` an ``ActorTooSlowError``. The actor is asked to finish
+        its teardown (its own children included) within ``timeout`` too.
         """
         if self.channel.closed:
             return True
         limit = self.cancel_timeout if timeout is None else timeout
         with trio.move_on_after(limit):
             try:
-                await self.channel.call("self", "cancel", {})
+                # The actor fits its teardown, its own children's included, in the time
+                # this caller waits for it.
+                await self.channel.call("self", "cancel", {"budget": limit})
             except TransportClosed:
                 return True
             return True

@@ -275,6 +275,11 @@ class ActorNursery:
     Several failed ``run_in_actor`` results leave the block as one flat exception group.
     """
 
+    # The public instance attributes (set in __init__).
+    cancel_called: bool
+    cancelled_caught: bool
+    reap_grace: float
+
     def __init__(self, actor: Actor, nursery: trio.Nursery) -> None:
         self._actor = actor
         self._nursery = nursery
@@ -287,7 +292,10 @@ class ActorNursery:
         self._loglevel: str | None = getattr(config, "loglevel", None)
         self.spawn_timeout = DEFAULT_SPAWN_TIMEOUT
         self.reap_grace = DEFAULT_REAP_GRACE
+        #: Whether :meth:`cancel` ran (explicitly, or when the block ended).
         self.cancel_called = False
+        #: Whether the last :meth:`cancel` saw every child go without a signal.
+        self.cancelled_caught = False
 
     @property
     def children(self) -> dict[tuple[str, str], Portal]:
@@ -387,11 +395,22 @@ class ActorNursery:
         return portal
 
     async def cancel(self, hard_kill: bool = False) -> None:
-        """Cancel every child now (gracefully unless ``hard_kill``) and wait until gone."""
+        """Cancel every child now (gracefully unless ``hard_kill``) and wait until gone.
+
+        Afterwards :attr:`cancelled_caught` tells whether every child went without a
+        signal (it exited on its own or honoured the graceful cancel).
+        """
         self.cancel_called = True
+        forced: list[_Child] = []
+
+        async def _reap_one(child: _Child) -> None:
+            if not await self._reap(child, hard_kill):
+                forced.append(child)
+
         async with trio.open_nursery() as nursery:
             for child in list(self._children.values()):
-                nursery.start_soon(self._reap, child, hard_kill)
+                nursery.start_soon(_reap_one, child)
+        self.cancelled_caught = not forced
 
     # -- internals -----------------------------------------------------------------------
 
@@ -632,8 +651,10 @@ class ActorNursery:
         except (TransportClosed, RemoteActorError) as exc:
             log.debug("cancel request to %r failed: %s", child.name, exc)
 
-    async def _reap(self, child: _Child, hard_kill: bool = False) -> None:
-        """Make sure ``child`` is gone: graceful cancel, then SIGTERM, then SIGKILL."""
+    async def _reap(self, child: _Child, hard_kill: bool = False) -> bool:
+        """Make sure ``child`` is gone: graceful cancel, then SIGTERM, then SIGKILL.
+
+        True if no signal was needed."""
         child.reaping = True
         if not child.exited.is_set() and not hard_kill and child.portal is not None:
             now = trio.current_time()
@@ -642,6 +663,7 @@ class ActorNursery:
                 graceful.start_soon(self._request_cancel, child, max(0.0, end - now))
                 await self._wait_exit(child, end, _AFTER_GRACEFUL)
                 graceful.cancel_scope.cancel()
+        graceful_exit = child.exited.is_set()
         if not child.exited.is_set():
             # A child cancels itself on SIGTERM, in a hurry (see tractor_reg._child).
             _signal(child, signal.SIGTERM)
@@ -658,6 +680,7 @@ class ActorNursery:
                         os.unlink(addr.path)
                     except FileNotFoundError:
                         pass
+        return graceful_exit
 
 
 @asynccontextmanager

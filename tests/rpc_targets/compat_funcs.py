@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import tractor_reg as tractor
@@ -56,3 +57,11 @@ async def ask_to_find_me(target: str) -> list[object]:
         assert portal is not None
         where: list[object] = await portal.run(raddr_of_found, name=me)
         return where
+
+
+def block_sync(seconds: float, started: str) -> None:
+    """Hold the actor's only thread (it cannot answer a graceful cancel meanwhile), after
+    creating the file ``started`` so that a test knows the block began."""
+    with open(started, "w"):
+        pass
+    time.sleep(seconds)
