@@ -181,14 +181,18 @@ async def test_bad_child_keywords_fail_in_the_parent(
                 assert portal is None
 
 
+def _flags(an: tractor.ActorNursery) -> tuple[bool, bool]:
+    return an.cancel_called, an.cancelled_caught
+
+
 async def test_nursery_cancel_flags(reg_addr: tractor.TCPAddress, uds_dir: str) -> None:
     started = os.path.join(uds_dir, "blocked")
     with trio.fail_after(40):
         async with tractor.open_nursery(registry_addrs=[reg_addr]) as an:
-            assert not an.cancel_called and not an.cancelled_caught
+            assert _flags(an) == (False, False)
             await an.start_actor("polite", enable_modules=[COMPAT])
             await an.cancel()
-            assert an.cancel_called and an.cancelled_caught
+            assert _flags(an) == (True, True)
             an.reap_grace = 0.5
             stuck = await an.start_actor("stuck", enable_modules=[COMPAT])
 
@@ -206,7 +210,7 @@ async def test_nursery_cancel_flags(reg_addr: tractor.TCPAddress, uds_dir: str) 
                     await stuck.cancel_actor(timeout=0.2, raise_on_timeout=True)
                 await an.cancel()
             # the stuck child needed a signal
-            assert an.cancel_called and not an.cancelled_caught
+            assert _flags(an) == (True, False)
             assert not tractor.current_actor().cancel_called
 
 
