@@ -181,6 +181,31 @@ async def test_bad_child_keywords_fail_in_the_parent(
                 assert portal is None
 
 
+async def _registered(name: str) -> bool:
+    async with tractor.find_actor(name) as portal:
+        return portal is not None
+
+
+async def test_oneshot_stays_reachable_until_its_result_is_collected(
+    reg_addr: tractor.TCPAddress,
+) -> None:
+    """Peers that looked a one-shot child up can still call it after its function
+    returned, until the parent collects the result (upstream's two-actor scene raced)."""
+    with trio.fail_after(40):
+        async with tractor.open_nursery(registry_addrs=[reg_addr]) as an:
+            portal = await an.run_in_actor(compat_funcs.hello, name="brief")
+            # Long enough for a child reaped on return to be gone from the registry.
+            with trio.move_on_after(1.5):
+                while await _registered("brief"):
+                    await trio.sleep(0.05)
+            async with tractor.find_actor("brief") as found:
+                assert found is not None, "the one-shot child left before its result was read"
+                assert await found.run(compat_funcs.hello) == "hello from brief"
+            assert await portal.wait_for_result() == "hello from brief"
+            while await _registered("brief"):  # collected: now it goes
+                await trio.sleep(0.05)
+
+
 def _flags(an: tractor.ActorNursery) -> tuple[bool, bool]:
     return an.cancel_called, an.cancelled_caught
 

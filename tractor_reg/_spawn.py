@@ -177,6 +177,9 @@ class _Child:
         self.result_value: Any = None
         self.result_error: BaseException | None = None
         self.result_consumed = False
+        #: Set once a run_in_actor child may go: its result was collected, or the
+        #: nursery is cancelling.
+        self.released = trio.Event()
 
     def tail(self) -> str:
         return b"".join(self.stderr_tail).decode("utf-8", "replace")[-_STDERR_TAIL:]
@@ -386,6 +389,7 @@ class ActorNursery:
         async def _wait_result() -> Any:
             await child.result_ready.wait()
             child.result_consumed = True
+            child.released.set()
             if child.result_error is not None:
                 raise child.result_error
             return child.result_value
@@ -401,6 +405,8 @@ class ActorNursery:
         signal (it exited on its own or honoured the graceful cancel).
         """
         self.cancel_called = True
+        for child in self._children.values():
+            child.released.set()
         forced: list[_Child] = []
 
         async def _reap_one(child: _Child) -> None:
@@ -600,6 +606,9 @@ class ActorNursery:
             child.result_error = child.crashed(f"while running {fn.__name__}()")
         finally:
             child.result_ready.set()
+        # The child stays reachable until its result is collected (or the nursery is
+        # cancelled): peers that looked it up meanwhile may still be calling it.
+        await child.released.wait()
         await self._reap(child)
 
     async def _wait_oneshots(self) -> None:
