@@ -223,18 +223,27 @@ IMPORT_TIME_SCRIPT = textwrap.dedent(
 )
 
 
-def test_console_log_at_import_time_like_upstream_examples(tmp_path: Path) -> None:
-    script = tmp_path / "logtrio_script.py"
-    script.write_text(IMPORT_TIME_SCRIPT)
-    env = {
+def _run_script(
+    tmp_path: Path, name: str, text: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``text`` as a script on a private registry; it must exit 0."""
+    script = tmp_path / name
+    script.write_text(text)
+    full = {
         "PYTHONPATH": REPO,
         "TRACTOR_REG_REGISTRY_ADDRS": f"tcp://127.0.0.1:{free_port()}",
         "PATH": "/usr/bin:/bin",
+        **env,
     }
     done = subprocess.run(
-        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=30
+        [sys.executable, str(script)], env=full, capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_console_log_at_import_time_like_upstream_examples(tmp_path: Path) -> None:
+    done = _run_script(tmp_path, "logtrio_script.py", IMPORT_TIME_SCRIPT)
     assert done.stdout.strip() == "DONE"
     assert "INFO" in done.stderr and "tractor_reg.script" in done.stderr
     assert done.stderr.count("logtrio-inside-runtime") == 1, done.stderr
@@ -488,18 +497,7 @@ COLOUR_SCRIPT = textwrap.dedent(
 
 
 def _run_colour_script(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    script = tmp_path / "logtrio_colour.py"
-    script.write_text(COLOUR_SCRIPT)
-    full = {
-        "PYTHONPATH": REPO,
-        "TRACTOR_REG_REGISTRY_ADDRS": f"tcp://127.0.0.1:{free_port()}",
-        "PATH": "/usr/bin:/bin",
-        **env,
-    }
-    done = subprocess.run(
-        [sys.executable, str(script)], env=full, capture_output=True, text=True, timeout=30
-    )
-    assert done.returncode == 0, done.stderr
+    done = _run_script(tmp_path, "logtrio_colour.py", COLOUR_SCRIPT, **env)
     assert "Logging error" not in done.stderr, done.stderr
     for marker in ("lt-before-root", "lt-inside-root", "lt-plain-stdlib"):
         assert done.stderr.count(marker) == 1, done.stderr
