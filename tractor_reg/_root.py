@@ -50,6 +50,7 @@ from ._msg import Handshake
 from ._options import check_non_goal_flags, check_start_method, merge_bind_addrs
 from ._registrar import DEFAULT_PROBE_TIMEOUT, DEFAULT_PURGE_INTERVAL, Registrar, RegistryLimits
 from ._security import NONCE_SIZE, Security, TLSConfig
+from ._sigterm import root_sigterm
 from ._util import collapse_eg
 from .backends import RegistryBackend, open_backend, opened_backend
 
@@ -346,9 +347,11 @@ async def open_root_actor(
                 actor_name, uuid=actor_uuid, reg_addrs=ordered, bind_addrs=binds, **common
             )
             actor.runtime_config = config  # type: ignore[attr-defined]
-            async with actor.running():
-                with _root_vars(actor, transports):
-                    yield actor
+            with root_sigterm() as term:
+                async with actor.running():
+                    term.watch(actor)
+                    with _root_vars(actor, transports):
+                        yield actor
             return
 
         # Nobody answers anywhere: this root becomes the registrar.
@@ -360,22 +363,25 @@ async def open_root_actor(
             ]
         entered = False
         try:
-            async with opened_backend(backend_spec) as backend:
-                registrar = Registrar(
-                    actor_name,
-                    backend=backend,
-                    reg_addrs=reg_addrs,
-                    bind_addrs=registrar_addrs,
-                    purge_interval=purge_interval,
-                    probe_timeout=probe_timeout,
-                    limits=limits,
-                    **common,
-                )
-                registrar.runtime_config = config  # type: ignore[attr-defined]
-                async with registrar.running():
-                    entered = True
-                    with _root_vars(registrar, transports):
-                        yield registrar
+            # outermost: the store is closed before a SIGTERM ends the process
+            with root_sigterm() as term:
+                async with opened_backend(backend_spec) as backend:
+                    registrar = Registrar(
+                        actor_name,
+                        backend=backend,
+                        reg_addrs=reg_addrs,
+                        bind_addrs=registrar_addrs,
+                        purge_interval=purge_interval,
+                        probe_timeout=probe_timeout,
+                        limits=limits,
+                        **common,
+                    )
+                    registrar.runtime_config = config  # type: ignore[attr-defined]
+                    async with registrar.running():
+                        entered = True
+                        term.watch(registrar)
+                        with _root_vars(registrar, transports):
+                            yield registrar
             return
         except OSError as exc:
             if entered or exc.errno != errno.EADDRINUSE:
