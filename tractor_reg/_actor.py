@@ -187,6 +187,9 @@ class Actor:
         self._registered_with: Address | None = None
         # the registrar a registration is in flight at (it may land even if cancelled)
         self._registering_at: Address | None = None
+        # How often leases are renewed: renew_interval, or the same fraction of a
+        # shorter lease the registrar granted (it caps what it grants).
+        self._renew_every = renew
         self._lease_scope = trio.CancelScope()
         self._lease_done = trio.Event()
         self._lease_started = False
@@ -622,7 +625,7 @@ class Actor:
         for reg in self._registry_order():
             self._registering_at = reg
             try:
-                await self.registry_call(
+                granted = await self.registry_call(
                     reg,
                     "register_actor",
                     deadline=min(self.call_timeout, self.renew_interval),
@@ -633,6 +636,7 @@ class Actor:
             except REGISTRY_ERRORS as exc:
                 self._log_registry_failure("registering at %s failed: %s", reg, exc)
                 continue
+            self._follow_granted_lease(reg, granted)
             self._registered_with = reg
             if self._registry_failing:
                 log.warning("%r: registered at %s again", self, reg)
@@ -647,6 +651,23 @@ class Actor:
         )
         self._registry_failing = True
         return False
+
+    def _follow_granted_lease(self, reg: Address, reply: object) -> None:
+        """Renew often enough for the lease ``register_actor`` granted (``reply["ttl"]``)."""
+        ttl = reply.get("ttl") if isinstance(reply, dict) else None
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
+            return
+        every = self.renew_interval * min(1.0, ttl / self.lease_ttl)
+        if every != self._renew_every and ttl < self.lease_ttl:
+            log.info(
+                "%r: registrar %s granted a %gs lease (asked %gs); renewing every %gs",
+                self,
+                reg,
+                ttl,
+                self.lease_ttl,
+                every,
+            )
+        self._renew_every = every
 
     def _log_registry_failure(self, fmt: str, reg: Address, exc: Exception) -> None:
         """One WARNING per outage (then DEBUG), without remote tracebacks: an actor
@@ -681,7 +702,7 @@ class Actor:
 
     async def _renew_forever(self) -> None:
         while True:
-            await trio.sleep(self.renew_interval)
+            await trio.sleep(self._renew_every)
             reg = self._registered_with
             if reg is None:
                 await self._register()
@@ -692,7 +713,7 @@ class Actor:
                 known = await self.registry_call(
                     reg,
                     "renew_lease",
-                    deadline=min(self.call_timeout, self.renew_interval),
+                    deadline=min(self.call_timeout, self._renew_every),
                     uid=list(self.uid),
                     ttl=self.lease_ttl,
                 )

@@ -57,6 +57,7 @@ from ._exceptions import (
 )
 from ._ipc import DEFAULT_HANDSHAKE_TIMEOUT
 from ._log import HONOUR_ENV_LOGLEVEL, check_level, level_value, setup_logging
+from ._registrar import DEFAULT_MAX_LEASE_TTL, RegistryLimits
 from ._root import (
     ENV_BACKEND,
     ENV_REGISTRY_ADDRS,
@@ -354,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="lease of a registration that asks for none (default: 30)",
+    )
+    serve.add_argument(
+        "--max-lease-ttl",
+        type=_positive_arg,
+        default=None,
+        metavar="SECONDS",
+        help="longest lease granted; a longer ask is granted this long "
+        f"(default: {DEFAULT_MAX_LEASE_TTL:g})",
     )
     serve.set_defaults(func=_cmd_serve, default_level="info")
 
@@ -669,6 +678,13 @@ async def _until_signal() -> AsyncIterator[_Stop]:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    cap = DEFAULT_MAX_LEASE_TTL if args.max_lease_ttl is None else args.max_lease_ttl
+    if args.lease_ttl is not None and args.lease_ttl > cap:
+        raise CLIError(
+            f"--lease-ttl {args.lease_ttl:g} is longer than the longest lease granted "
+            f"(--max-lease-ttl {cap:g})",
+            EXIT_USAGE,
+        )
     listen = _registry_addrs(args.listen)
     backend = _backend_url(args.backend)
     return trio.run(_serve, args, listen, backend)
@@ -706,6 +722,8 @@ async def _serve(args: argparse.Namespace, listen: list[Address], backend: str) 
     kwargs: dict[str, Any] = {}
     if args.lease_ttl is not None:
         kwargs["lease_ttl"] = args.lease_ttl
+    if args.max_lease_ttl is not None:
+        kwargs["limits"] = RegistryLimits(max_lease_ttl=args.max_lease_ttl)
     shown = redact_url(backend)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         await _refuse_taken(listen, args)

@@ -41,6 +41,8 @@ _PROBE_ERRORS: tuple[type[Exception], ...] = (*CONNECT_ERRORS, trio.TooSlowError
 DEFAULT_PURGE_INTERVAL = 1.0
 #: Deadline for verifying a reported-stale address (connect + handshake, seconds).
 DEFAULT_PROBE_TIMEOUT = 1.0
+#: The longest lease a registrar grants (seconds): an hour.
+DEFAULT_MAX_LEASE_TTL = 3600.0
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,20 @@ class RegistryLimits:
     entries registered from one peer host (all Unix-socket peers count as one host);
     ``max_addrs_per_uid``: addresses one uid may hold. Hitting one refuses the offending
     registration with :class:`LimitExceeded`; nothing else is affected.
+    ``max_lease_ttl``: the longest lease (seconds) a registration or renewal is granted;
+    a longer ask is granted this long (``register_actor`` answers the lease it granted),
+    so an entry of a vanished peer can outlive it by this much at most.
     """
 
     max_entries: int = 1_000_000
     max_entries_per_peer: int = 100_000
     max_addrs_per_uid: int = 16
+    max_lease_ttl: float = DEFAULT_MAX_LEASE_TTL
+
+    def __post_init__(self) -> None:
+        ttl = self.max_lease_ttl
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
+            raise ValueError(f"max_lease_ttl must be a positive number of seconds, got {ttl!r}")
 
 
 def _is_loopback(host: str) -> bool:
@@ -125,9 +136,10 @@ def _check_name(name: object) -> str:
     return name
 
 
-def _check_ttl(ttl: object, default: float) -> float:
+def _check_ttl(ttl: object, default: float, cap: float) -> float:
+    """The lease to grant for an asked ``ttl``: ``default`` when none, never over ``cap``."""
     if ttl is None:
-        return default
+        return min(default, cap)
     if (
         isinstance(ttl, bool)
         or not isinstance(ttl, int | float)
@@ -135,7 +147,7 @@ def _check_ttl(ttl: object, default: float) -> float:
         or ttl <= 0
     ):
         raise InvalidRequest(f"ttl must be a positive number of seconds, got {ttl!r}")
-    return float(ttl)
+    return min(float(ttl), cap)
 
 
 def _wire_addrs(entry: Entry) -> list[list[Any]]:
@@ -268,11 +280,12 @@ class Registrar(Actor):
         """Register ``uid`` at ``addr`` (one address or a list, all in one atomic write).
 
         Only the actor itself (the uid of the calling channel) may register its uid.
-        Returns ``{"revision": int, "ttl": float}``.
+        Returns ``{"revision": int, "ttl": float}``: ``ttl`` is the lease granted (the
+        asked one, capped at ``limits.max_lease_ttl``).
         """
         key = _check_uid(uid)
         addrs = _check_addrs(addr)
-        lease = _check_ttl(ttl, self.lease_ttl)
+        lease = _check_ttl(ttl, self.lease_ttl, self.limits.max_lease_ttl)
         self._require_own_uid(key, "register_actor")
         await self._enforce_limits(key, addrs)
         await self._refuse_live_address_theft(key, addrs)
@@ -350,9 +363,10 @@ class Registrar(Actor):
         return await self.backend.unregister(key) is not None
 
     async def renew_lease(self, uid: object, ttl: object = None) -> bool:
-        """Extend the lease of ``uid``; ``False`` tells the caller to register again."""
+        """Extend the lease of ``uid`` (capped as in :meth:`register_actor`); ``False``
+        tells the caller to register again."""
         key = _check_uid(uid)
-        lease = _check_ttl(ttl, self.lease_ttl)
+        lease = _check_ttl(ttl, self.lease_ttl, self.limits.max_lease_ttl)
         self._require_own_uid(key, "renew_lease")
         return await self.backend.renew(key, lease) is not None
 
