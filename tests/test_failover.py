@@ -27,8 +27,8 @@ from tests.procs import (
     registrar_argv,
     registrars,
     spawn,
-    stderr_tails,
     sqlite_url,
+    stderr_tails,
     wait_ready,
 )
 from tests.rpc_targets import funcs
@@ -202,7 +202,8 @@ async def test_resumed_registrar_does_not_answer_from_its_stale_view(tmp_path: P
                             assert isinstance(reply, Return) and reply.cid == cid, reply
                             assert reply.value == new_addrs, (
                                 f"A answered from its view of before the stop: {reply.value} "
-                                f"(old svc {old_addrs}, new svc {new_addrs}){stderr_tails((reg_a,))}"
+                                f"(old svc {old_addrs}, new svc {new_addrs})"
+                                + stderr_tails((reg_a,))
                             )
                     finally:
                         os.kill(reg_a.pid, signal.SIGCONT)
