@@ -6,6 +6,7 @@ import errno
 import importlib
 import inspect
 import logging
+import math
 import os
 import runpy
 import socket
@@ -61,6 +62,10 @@ DEFAULT_RENEW_INTERVAL = 10.0
 #: How long one registry call may take before the registrar counts as unresponsive
 #: (SIGSTOPped, wedged, half-open connection) and callers fail over to the next one.
 DEFAULT_CALL_TIMEOUT = 10.0
+#: How long a registrar that failed to answer (timeout, refused, dropped connection) is
+#: skipped by lookups and registrations while another one answers; after it, the next
+#: call that needs it tries it again.
+DEFAULT_REGISTRY_RETRY = 5.0
 #: Inbound connections one actor serves at once (each costs a file descriptor).
 DEFAULT_MAX_CONNECTIONS = 4096
 #: accept() failures that mean "out of descriptors or memory for now", not a dead
@@ -194,7 +199,12 @@ class Actor:
         self._lease_done = trio.Event()
         self._lease_started = False
         self._registry_failing = False
+        #: Registry address -> monotonic time of its latest failure (cleared on success).
         self._reg_failed_at: dict[Address, float] = {}
+        #: The registrar that answered this actor's latest registry call: tried first.
+        self._reg_answered: Address | None = None
+        #: Seconds a failed registrar is skipped while another answers.
+        self.registry_retry = DEFAULT_REGISTRY_RETRY
         self._parent_chan: Channel | None = None
         self._cancel_requested = trio.Event()
         #: When set (trio clock), the time by which this actor must have exited: the
@@ -609,11 +619,14 @@ class Actor:
                 portal = await self.registry_portal(reg)
                 result = await portal.run_from_ns("self", func, **kwargs)
                 self._reg_failed_at.pop(reg, None)
+                self._reg_answered = reg
                 return result
-        except REGISTRY_ERRORS:
-            self._reg_failed_at[reg] = time.monotonic()
+        except CONNECT_ERRORS:
+            # Unreachable or unresponsive. A registrar that answered with an error
+            # (its store is busy, a bad request) is reachable: lookups may still use it.
+            self.registry_failed(reg)
             raise
-        self._reg_failed_at[reg] = time.monotonic()
+        self.registry_failed(reg)
         chan = self._dialled.pop(reg, None)
         if chan is not None:
             await chan.aclose()
@@ -622,7 +635,8 @@ class Actor:
     async def _register(self) -> bool:
         """Register every accept address in one call at the first registrar that answers."""
         addrs = [unwrap_address(a) for a in self.accept_addrs]
-        for reg in self._registry_order():
+        first, fallback = self.registry_order()
+        for reg in first + fallback:
             self._registering_at = reg
             try:
                 granted = await self.registry_call(
@@ -681,17 +695,33 @@ class Actor:
         log.log(level, "%r: " + fmt, self, reg, brief)
         self._registry_failing = True
 
-    def _registry_order(self) -> list[Address]:
-        """Registrars to try: the one we last used, then the others in the configured
-        order, and those that failed recently last (oldest failure first)."""
-        order = list(self.reg_addrs)
-        if self._registered_with in order:
-            order.remove(self._registered_with)
-            order.insert(0, self._registered_with)
+    def registry_failed(self, addr: Address) -> None:
+        """Count the registrar at ``addr`` as failed now: lookups and registrations skip
+        it for :attr:`registry_retry` seconds while another registrar answers."""
+        self._reg_failed_at[addr] = time.monotonic()
+        if self._reg_answered == addr:
+            self._reg_answered = None
+
+    def registry_order(
+        self, addrs: Sequence[Address] | None = None
+    ) -> tuple[list[Address], list[Address]]:
+        """Registrars to ask, as ``(first, fallback)``.
+
+        ``first``: the one that answered last, then the others in the given order (by
+        default :attr:`reg_addrs`), leaving out those that failed within the last
+        :attr:`registry_retry` seconds. ``fallback``: those, oldest failure first; a
+        caller asks them only when nobody in ``first`` answered.
+        """
+        order = list(self.reg_addrs if addrs is None else addrs)
+        if self._reg_answered in order:
+            order.remove(self._reg_answered)
+            order.insert(0, self._reg_answered)
         failed = self._reg_failed_at
-        healthy = [a for a in order if a not in failed]
-        broken = sorted((a for a in order if a in failed), key=lambda a: failed[a])
-        return healthy + broken
+        since = time.monotonic() - self.registry_retry
+        recent = {a for a in order if failed.get(a, -math.inf) > since}
+        first = [a for a in order if a not in recent]
+        fallback = sorted(recent, key=lambda a: failed[a])
+        return first, fallback
 
     async def _lease_loop(self) -> None:
         try:

@@ -35,6 +35,16 @@ def _reg_addrs(actor: Actor, given: Sequence[AddressLike] | AddressLike | None) 
     return [wrap_address(a) for a in given]
 
 
+def _ask_order(
+    actor: Actor, given: Sequence[AddressLike] | AddressLike | None
+) -> list[tuple[Address, bool]]:
+    """The registrars a lookup asks, in order, each with whether it is a fallback (it
+    failed recently: asked only if none before it answered). See
+    :meth:`Actor.registry_order`."""
+    first, fallback = actor.registry_order(_reg_addrs(actor, given))
+    return [(a, False) for a in first] + [(a, True) for a in fallback]
+
+
 @asynccontextmanager
 async def get_registry(addr: AddressLike | None = None) -> AsyncIterator[Portal | LocalPortal]:
     """A portal to the registrar at ``addr`` (default: this actor's first registry address).
@@ -71,10 +81,12 @@ async def query_actor(
         yield prefer_addr(peer.aid.accept_addrs)[0], None
         return
     errors: list[str] = []
-    for reg in _reg_addrs(actor, regaddr):
+    for reg, _ in _ask_order(actor, regaddr):
         try:
-            portal = await actor.registry_portal(reg)
+            # The bounded call first: it dials (within call_timeout) and the portal
+            # below reuses that connection.
             addrs = await actor.registry_call(reg, "find_actor", name=name)
+            portal = await actor.registry_portal(reg)
         except CONNECT_ERRORS as exc:
             errors.append(f"{reg}: {exc}")
             continue
@@ -211,7 +223,9 @@ async def _find_actor(
 
     if not (only_first and found):
         reachable = 0
-        for reg in _reg_addrs(actor, registry_addrs):
+        for reg, fallback in _ask_order(actor, registry_addrs):
+            if fallback and reachable:
+                break  # it failed recently and another registrar answered
             try:
                 if only_first:
                     addrs = await _ask(actor, reg, "find_actor", name=name)
@@ -260,7 +274,8 @@ async def _find_actor(
 async def _wait_and_connect(actor: Actor, name: str, regs: list[Address]) -> Channel:
     while True:
         reachable = 0
-        for reg in regs:
+        first, fallback = actor.registry_order(regs)
+        for reg in first + fallback:
             try:
                 # Long poll: a registrar that stops answering (SIGSTOP, half-open
                 # connection) is noticed within one poll, and we fail over.

@@ -43,6 +43,16 @@ DEFAULT_PURGE_INTERVAL = 1.0
 DEFAULT_PROBE_TIMEOUT = 1.0
 #: The longest lease a registrar grants (seconds): an hour.
 DEFAULT_MAX_LEASE_TTL = 3600.0
+#: A pause of the registrar's event loop longer than this (seconds; SIGSTOP, swapping,
+#: a paused VM) makes its next reads re-check the store before answering: meanwhile
+#: other registrars sharing the store may have changed it, and the calls that queued up
+#: during the pause would otherwise be answered from a view that old.
+DEFAULT_STALL_THRESHOLD = 0.25
+#: How often the registrar looks at its own clock to notice such a pause (seconds).
+_STALL_TICK = 0.05
+#: The longest a read waits for that re-check; past it (or if the store cannot be
+#: read) it answers from the view, as during a store outage.
+_REFRESH_LIMIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -232,6 +242,15 @@ class Registrar(Actor):
         self.waiters = 0
         # (monotonic time, lookups, registrations) samples for the rates in stats()
         self._samples: collections.deque[tuple[float, int, int]] = collections.deque(maxlen=11)
+        #: Pause of the event loop (seconds) after which reads re-check the store.
+        self.stall_threshold = DEFAULT_STALL_THRESHOLD
+        # When the stall watchdog last ran, and whether a pause was seen since the last
+        # re-check of the store began.
+        self._last_tick = time.monotonic()
+        self._stalled = False
+        self._refreshing: trio.Event | None = None
+        #: Pauses noticed so far (for tests and operators).
+        self.stalls = 0
 
     async def _after_bind(self, service: trio.Nursery) -> None:
         exposed = [
@@ -246,7 +265,64 @@ class Registrar(Actor):
                 ", ".join(str(a) for a in exposed),
             )
         service.start_soon(self._purge_loop)
+        service.start_soon(self._watch_stalls)
         await super()._after_bind(service)
+
+    # -- pauses of this process ----------------------------------------------------------
+
+    async def _watch_stalls(self) -> None:
+        """Notice when this process did not run for a while, and re-check the store."""
+        self._last_tick = time.monotonic()
+        while True:
+            await trio.sleep(_STALL_TICK)
+            if self._stall_suspected():
+                await self._current_view()
+            self._last_tick = time.monotonic()
+
+    def _stall_suspected(self) -> bool:
+        # The clock check catches a pause before the watchdog ran again: after SIGCONT,
+        # a queued call may be served before the watchdog's timer is.
+        # (During a re-check the clock says nothing: a slow store is not a pause.)
+        paused = time.monotonic() - self._last_tick
+        if (
+            paused > _STALL_TICK + self.stall_threshold
+            and not self._stalled
+            and self._refreshing is None
+        ):
+            self._stalled = True
+            self.stalls += 1
+            log.warning("this registrar did not run for %.1f s; re-checking the store", paused)
+        return self._stalled
+
+    async def _current_view(self) -> None:
+        """Return once reads reflect the store, if this process was paused since the
+        last re-check (at once otherwise). One re-check serves every caller waiting."""
+        while True:
+            if self._refreshing is not None:
+                # Calls that arrive during a re-check wait for it, paused or not: it
+                # only runs after a pause, and they may have queued up during it.
+                await self._refreshing.wait()
+                continue
+            if not self._stall_suspected():
+                return
+            done = self._refreshing = trio.Event()
+            # A pause noticed from here on needs a re-check that starts after it.
+            self._stalled = False
+            try:
+                with trio.move_on_after(_REFRESH_LIMIT) as scope:
+                    await self.backend.refresh()
+                if scope.cancelled_caught:
+                    log.warning(
+                        "re-checking the store took over %.1f s; answering from the view",
+                        _REFRESH_LIMIT,
+                    )
+            except BackendError as exc:
+                log.warning("re-checking the store failed (%s); answering from the view", exc)
+            finally:
+                self._last_tick = time.monotonic()
+                self._refreshing = None
+                done.set()
+            return
 
     async def _purge_loop(self) -> None:
         while True:
@@ -372,12 +448,14 @@ class Registrar(Actor):
 
     async def find_actor(self, name: object) -> list[list[Any]] | None:
         """Addresses of the most recently registered live actor named ``name``, or ``None``."""
+        await self._current_view()
         self.lookups += 1
         entry = await self.backend.lookup(_check_name(name))
         return None if entry is None else _wire_addrs(entry)
 
     async def find_actors(self, name: object) -> list[dict[str, Any]]:
         """Every live actor named ``name``, most recent first: ``{"uid", "addrs"}`` each."""
+        await self._current_view()
         self.lookups += 1
         entries = await self.backend.lookup_all(_check_name(name))
         return [{"uid": list(e.uid), "addrs": _wire_addrs(e)} for e in entries]
@@ -398,6 +476,7 @@ class Registrar(Actor):
         self.lookups += 1
         self.waiters += 1
         try:
+            await self._current_view()
             while True:
                 revision = await self.backend.revision()
                 entry = await self.backend.lookup(key)
@@ -409,14 +488,17 @@ class Registrar(Actor):
 
     async def get_registry(self) -> dict[str, list[list[Any]]]:
         """The whole live table as ``{"name.uuid": [addr, ...]}``."""
+        await self._current_view()
         return {f"{e.name}.{e.uuid}": _wire_addrs(e) for e in await self.backend.entries()}
 
     async def list_entries(self) -> list[dict[str, Any]]:
         """Every live entry with its lease and revision (for operators' tools)."""
+        await self._current_view()
         return [_entry_doc(e) for e in await self.backend.entries()]
 
     async def snapshot(self) -> dict[str, Any]:
         """The live table and the revision it is current at (to start a watch from)."""
+        await self._current_view()
         revision = await self.backend.revision()
         return {"revision": revision, "entries": await self.list_entries()}
 
@@ -440,6 +522,7 @@ class Registrar(Actor):
             or not (0 < timeout <= 3600)
         ):
             raise InvalidRequest(f"timeout must be 0 < seconds <= 3600, got {timeout!r}")
+        await self._current_view()
         after = await self.backend.revision() if since is None else since
         self.waiters += 1
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import importlib
 import logging
+import math
 import os
 import ssl
 import uuid as uuidlib
@@ -62,7 +63,17 @@ DEFAULT_BACKEND_URL = "memory://"
 #: A root actor's name unless given one, registrar or not (as upstream).
 DEFAULT_ROOT_NAME = "root"
 
-Probe = Literal["absent", "registrar", "occupied"]
+#: What a boot probe found at a registry address: nothing listening ("absent"), a
+#: registrar, something that answered but is not one ("occupied"), or something that
+#: took the connection (or never completed it) and said nothing within the deadline
+#: ("unresponsive": a stopped or overloaded registrar, a half-open peer, another program
+#: that waits for its client to speak first).
+Probe = Literal["absent", "registrar", "occupied", "unresponsive"]
+
+#: Once a registrar has answered, how long the boot still waits for the other addresses
+#: (never past ``handshake_timeout``): a silent address must not delay the join by a
+#: whole handshake deadline; one that answers within this is still classified.
+BOOT_GRACE = 0.25
 
 _PROBE_FAILURES: tuple[type[Exception], ...] = (
     *CONNECT_ERRORS,
@@ -133,7 +144,8 @@ def resolve_registry_addrs(
 
 
 async def probe_registry(addr: Address, timeout: float, security: Security | None = None) -> Probe:
-    """Classify what listens at ``addr``: nothing, a registrar, or something else.
+    """Classify what listens at ``addr``: nothing, a registrar, something else, or
+    something that does not answer within ``timeout`` (connect and handshake).
 
     Raises :class:`RuntimeBootError` when a registrar answers but refuses this side's
     credentials (no or another shared secret): joining it cannot work, and binding its
@@ -142,7 +154,11 @@ async def probe_registry(addr: Address, timeout: float, security: Security | Non
     security = security or Security()
     try:
         stream: trio.abc.Stream = await open_stream(addr, timeout)
-    except (OSError, TimeoutError):
+    except TimeoutError:
+        # The connect itself hangs (a full accept backlog, a host that drops SYNs):
+        # something may hold the address, so it must not count as free.
+        return "unresponsive"
+    except OSError:
         return "absent"
     if security.tls is not None and isinstance(addr, TCPAddress):
         stream = trio.SSLStream(stream, security.client_ctx, server_hostname=addr.host)
@@ -156,8 +172,12 @@ async def probe_registry(addr: Address, timeout: float, security: Security | Non
         nonce=os.urandom(NONCE_SIZE) if secret is not None else b"",
         auth=secret is not None,
     )
+    aid = None
     try:
-        aid = await chan.handshake(hello, timeout, secret)
+        # Our own deadline, not the handshake's: silence is "unresponsive", while an
+        # answer that is not a registrar's handshake is "occupied".
+        with trio.move_on_after(timeout):
+            aid = await chan.handshake(hello, math.inf, secret)
     except AuthenticationError as exc:
         if exc.peer_is_registrar:
             raise RuntimeBootError(f"the registrar at {addr} refused this actor: {exc}") from exc
@@ -165,24 +185,34 @@ async def probe_registry(addr: Address, timeout: float, security: Security | Non
     except _PROBE_FAILURES:
         return "occupied"
     finally:
-        await chan.aclose()
+        with trio.CancelScope(shield=True):
+            await chan.aclose()
+    if aid is None:
+        return "unresponsive"
     return "registrar" if aid.is_registrar else "occupied"
 
 
 async def _probe_all(
     addrs: list[Address], timeout: float, security: Security | None = None
 ) -> dict[Address, Probe]:
-    """Probe every address concurrently, so the boot costs one probe deadline at most."""
+    """Probe every address concurrently, so the boot costs one probe deadline at most.
+
+    Once a registrar answered, the probes still running get :data:`BOOT_GRACE` more
+    seconds (within the deadline); those still silent then are "unresponsive".
+    """
     results: dict[Address, Probe] = {}
 
-    async def _probe(addr: Address) -> None:
-        results[addr] = await probe_registry(addr, timeout, security)
+    async def _probe(addr: Address, cancel: trio.CancelScope) -> None:
+        found = await probe_registry(addr, timeout, security)
+        results[addr] = found
+        if found == "registrar":
+            cancel.deadline = min(cancel.deadline, trio.current_time() + BOOT_GRACE)
 
     with collapse_eg():
         async with trio.open_nursery() as nursery:
             for addr in addrs:
-                nursery.start_soon(_probe, addr)
-    return results
+                nursery.start_soon(_probe, addr, nursery.cancel_scope)
+    return {a: results.get(a, "unresponsive") for a in addrs}
 
 
 def _join_bind_addrs(
@@ -265,7 +295,13 @@ async def open_root_actor(
     (:class:`NonGoalError` otherwise). As upstream, ``$TRACTOR_LOGLEVEL``, when set,
     wins over ``loglevel``.
 
+    An address that takes the connection but does not answer the handshake within
+    ``handshake_timeout`` (a stopped registrar, a half-open peer) is *unresponsive*: the
+    root joins a registrar that answered elsewhere (once one answered, the others get
+    :data:`BOOT_GRACE` more seconds), and never binds it.
+
     Raises ``RuntimeError`` when an address is held by something that is not a registrar,
+    when no registrar answers and some address is unresponsive,
     when ``ensure_registry=True`` but another registrar answers, or when a root already
     runs in this process; ``ValueError`` for a registry address whose transport is not
     enabled, a bad ``loglevel`` or ``start_method``; ``TypeError`` for ``arbiter_addr=``.
@@ -322,12 +358,31 @@ async def open_root_actor(
         results = await _probe_all(reg_addrs, handshake_timeout, security)
         occupied = [a for a in reg_addrs if results[a] == "occupied"]
         registrars = [a for a in reg_addrs if results[a] == "registrar"]
+        silent = [a for a in reg_addrs if results[a] == "unresponsive"]
         if occupied:
             raise RuntimeBootError(
                 "registry address(es) "
                 + ", ".join(str(a) for a in occupied)
                 + " are held by something that is not a tractor_reg registrar (or by one that "
                 "needs TLS settings this actor does not have)"
+            )
+        if silent and not registrars:
+            # Something holds these addresses (a stopped registrar, a half-open peer):
+            # binding them cannot work, and becoming a second registrar beside a
+            # stopped one would split the registry when it resumes.
+            raise RuntimeBootError(
+                "no registrar answered: registry address(es) "
+                + ", ".join(str(a) for a in silent)
+                + f" took the connection but did not answer the handshake within "
+                f"{handshake_timeout:g}s (a stopped or overloaded registrar, or another "
+                "program); not binding them"
+            )
+        if silent:
+            log.warning(
+                "registry address(es) %s did not answer within the boot deadline; joining "
+                "the registrar at %s and skipping them until they answer",
+                ", ".join(str(a) for a in silent),
+                registrars[0],
             )
         if registrars:
             if ensure_registry:
@@ -347,6 +402,8 @@ async def open_root_actor(
                 actor_name, uuid=actor_uuid, reg_addrs=ordered, bind_addrs=binds, **common
             )
             actor.runtime_config = config  # type: ignore[attr-defined]
+            for addr in silent:
+                actor.registry_failed(addr)
             with root_sigterm() as term:
                 async with actor.running():
                     term.watch(actor)
@@ -421,11 +478,13 @@ async def open_registry_client(
     security = Security.resolve(secret, tls)
     results = await _probe_all(addrs, handshake_timeout, security)
     registrars = [a for a in addrs if results[a] == "registrar"]
+    silent = [a for a in addrs if results[a] == "unresponsive"]
     if not registrars:
         raise RegistryUnavailable("no registrar answers at " + ", ".join(str(a) for a in addrs))
     client = Actor(
         name,
-        reg_addrs=registrars,
+        # A silent registrar stays on the list (skipped until it answers): it may resume.
+        reg_addrs=registrars + silent,
         bind_addrs=[],
         register_self=False,
         connect_timeout=connect_timeout,
@@ -434,6 +493,8 @@ async def open_registry_client(
         max_frame_size=max_frame_size,
         security=security,
     )
+    for addr in silent:
+        client.registry_failed(addr)
     async with client.running():
         yield client
 

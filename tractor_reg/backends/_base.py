@@ -159,6 +159,12 @@ class RegistryBackend(Protocol):
     async def wait_changed(self, after: int) -> int:
         """Block until the store revision is greater than ``after``; return it."""
 
+    async def refresh(self) -> None:
+        """Bring the reads up to date with the store now: every change any process had
+        committed when this was called is visible to reads when it returns. A no-op
+        for a backend whose reads are the store. Raises
+        :class:`~tractor_reg.BackendError` when the store cannot be read."""
+
     async def changes_since(self, after: int, *, limit: int = 1000) -> list[Change]:
         """Changes made at revisions greater than ``after``, oldest first (at most
         ``limit``, but never splitting one revision's changes).

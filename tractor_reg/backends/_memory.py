@@ -620,6 +620,10 @@ class MemoryBackend:
         await self._enter_read()
         return self._revision
 
+    async def refresh(self) -> None:
+        """Nothing to do: this table is the store."""
+        await self._enter_read()
+
     async def wait_changed(self, after: int) -> int:
         """Block until the store revision exceeds ``after`` and return it.
 

@@ -405,3 +405,10 @@ class ReplicatedBackend:
     async def changes_since(self, after: int, *, limit: int = 1000) -> list[Change]:
         self._check_usable()
         return await self._view.changes_since(after, limit=limit)
+
+    async def poll(self) -> None:
+        """Apply to the view every change the store holds that it has not seen."""
+        raise NotImplementedError
+
+    async def refresh(self) -> None:
+        await self.poll()
