@@ -24,6 +24,7 @@ import trio
 
 from . import _state
 from ._addr import Address, TCPAddress, UDSAddress, unwrap_address, wrap_address
+from ._budget import DEFAULT_MAX_BUFFERED_BYTES, InputBudget
 from ._exceptions import (
     BackendError,
     HandshakeError,
@@ -40,6 +41,7 @@ from ._exceptions import (
 )
 from ._ipc import (
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FRAME_DEADLINE,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_FRAME_SIZE,
     Aid,
@@ -49,6 +51,7 @@ from ._ipc import (
     open_stream,
 )
 from ._msg import Call, CancelCall, Error, Handshake, Return
+from ._peerlog import DEFAULT_PEER_LOG_INTERVAL, PeerWarnings
 from ._portal import LocalPortal, Portal
 from ._security import NONCE_SIZE, Security
 from ._util import collapse_eg
@@ -68,6 +71,12 @@ DEFAULT_CALL_TIMEOUT = 10.0
 DEFAULT_REGISTRY_RETRY = 5.0
 #: Inbound connections one actor serves at once (each costs a file descriptor).
 DEFAULT_MAX_CONNECTIONS = 4096
+#: ...of which one peer host may hold (TCP: one IP address; Unix sockets: one user id).
+DEFAULT_MAX_CONNECTIONS_PER_HOST = 1024
+#: Calls running at once in tasks of their own (non-inline endpoints), per channel and
+#: in the whole actor; more are refused with LimitExceeded.
+DEFAULT_MAX_CALLS_PER_CHANNEL = 1024
+DEFAULT_MAX_CALLS = 16384
 #: accept() failures that mean "out of descriptors or memory for now", not a dead
 #: listener; the accept loop logs them and tries again after _ACCEPT_RETRY seconds.
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
@@ -144,11 +153,32 @@ class Actor:
         security: Security | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         loglevel: str | None = None,
+        max_connections_per_host: int = DEFAULT_MAX_CONNECTIONS_PER_HOST,
+        max_calls_per_channel: int = DEFAULT_MAX_CALLS_PER_CHANNEL,
+        max_calls: int = DEFAULT_MAX_CALLS,
+        max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+        frame_deadline: float = DEFAULT_FRAME_DEADLINE,
+        peer_log_interval: float = DEFAULT_PEER_LOG_INTERVAL,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"actor name must be a non-empty str, got {name!r}")
         if lease_ttl <= 0:
             raise ValueError("lease_ttl must be > 0")
+        for what, count in (
+            ("max_connections", max_connections),
+            ("max_connections_per_host", max_connections_per_host),
+            ("max_calls_per_channel", max_calls_per_channel),
+            ("max_calls", max_calls),
+        ):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(f"{what} must be an int >= 1, got {count!r}")
+        if max_buffered_bytes < max_frame_size:
+            raise ValueError(
+                f"max_buffered_bytes ({max_buffered_bytes}) must be at least max_frame_size "
+                f"({max_frame_size}): one whole frame must fit"
+            )
+        if not 0 < frame_deadline < float("inf"):
+            raise ValueError(f"frame_deadline must be a positive number, got {frame_deadline!r}")
         renew = lease_ttl / 3 if renew_interval is None else renew_interval
         if not 0 < renew < lease_ttl:
             raise ValueError("renew_interval must be > 0 and shorter than lease_ttl")
@@ -174,6 +204,19 @@ class Actor:
         self.security = security or Security()
         #: Inbound connections served at once; more are refused at accept.
         self.max_connections = max_connections
+        #: Inbound connections one peer host may hold (see :func:`peer_host`).
+        self.max_connections_per_host = max_connections_per_host
+        #: Calls running in tasks of their own, per channel and in total.
+        self.max_calls_per_channel = max_calls_per_channel
+        self.max_calls = max_calls
+        #: Seconds a started frame may take to arrive (or to go out) completely.
+        self.frame_deadline = frame_deadline
+        #: Large frame payloads buffered at once across every channel (bytes).
+        self.input_budget = InputBudget(max_buffered_bytes)
+        #: Warnings about misbehaving peers, at most one per peer host per interval.
+        self.peer_warnings = PeerWarnings(log, peer_log_interval)
+        self._per_host: dict[str, int] = {}
+        self._spawned_calls = 0
         #: The log level this actor was started with (children inherit it).
         self.loglevel = loglevel
         self._inbound = 0
@@ -287,7 +330,7 @@ class Actor:
         handshake within ``timeout``; the caller owns the returned channel."""
         stream = await open_stream(addr, min(timeout, self.connect_timeout))
         stream = await self.secure_client_stream(stream, addr)
-        chan = Channel(stream, raddr=addr, max_frame_size=self.max_frame_size, role=role)
+        chan = self._channel(stream, addr, role)
         shook = False
         try:
             await chan.handshake(self._hello(role), timeout, self.security.secret)
@@ -503,13 +546,16 @@ class Actor:
             if stream.socket.family != socket.AF_UNIX and self.security.tls is not None:
                 secured = trio.SSLStream(stream, self.security.server_ctx, server_side=True)
             plain = secured is stream
-            chan = Channel(
-                secured, raddr=accepted_raddr(stream), max_frame_size=self.max_frame_size
-            )
+            chan = self._channel(secured, accepted_raddr(stream))
+            host = chan.host
             if self._inbound >= self.max_connections:
-                service.start_soon(self._refuse_inbound, chan, plain)
+                service.start_soon(self._refuse_inbound, chan, plain, host, None)
+                continue
+            if self._per_host.get(host, 0) >= self.max_connections_per_host:
+                service.start_soon(self._refuse_inbound, chan, plain, host, host)
                 continue
             self._inbound += 1
+            self._per_host[host] = self._per_host.get(host, 0) + 1
             handed_over = False
             try:
                 hello: Handshake | None = None
@@ -519,13 +565,13 @@ class Actor:
                     # goes straight into its send buffer: this never waits for the peer.
                     hello = self._hello()
                     await chan.send(hello)
-                service.start_soon(self._handle_inbound, chan, hello, plain)
+                service.start_soon(self._handle_inbound, chan, hello, plain, host)
                 handed_over = True
             except TransportClosed as exc:
                 log.info("%r: a dialler hung up before the handshake: %s", self, exc)
             finally:
                 if not handed_over:
-                    self._inbound -= 1
+                    self._leave(host)
                     with trio.CancelScope(shield=True):
                         await chan.aclose()
 
@@ -806,35 +852,64 @@ class Actor:
             service.start_soon(self._serve_channel, chan)
         return chan
 
-    async def _refuse_inbound(self, chan: Channel, plain: bool) -> None:
+    def _channel(
+        self, stream: trio.abc.Stream, raddr: Address | None, role: str = "peer"
+    ) -> Channel:
+        return Channel(
+            stream,
+            raddr=raddr,
+            max_frame_size=self.max_frame_size,
+            role=role,
+            frame_deadline=self.frame_deadline,
+            budget=self.input_budget,
+        )
+
+    def _leave(self, host: str) -> None:
+        """An inbound connection from ``host`` ended: free its slots."""
+        self._inbound -= 1
+        left = self._per_host[host] - 1
+        if left:
+            self._per_host[host] = left
+        else:
+            del self._per_host[host]
+
+    async def _refuse_inbound(
+        self, chan: Channel, plain: bool, host: str, over_host: str | None
+    ) -> None:
         try:
-            log.warning(
-                "%r: refusing a connection: %d connections already (max_connections)",
-                self,
-                self._inbound,
-            )
-            if plain:
-                await self._send_channel_error(
-                    chan, LimitExceeded(f"too many connections (max {self.max_connections})")
+            if over_host is None:
+                why = f"too many connections (max {self.max_connections})"
+            else:
+                why = (
+                    f"too many connections from {over_host} "
+                    f"(max {self.max_connections_per_host} per host)"
                 )
+            self.peer_warnings.warn(host, "%r: refusing a connection from %s: %s", self, host, why)
+            if plain:
+                await self._send_channel_error(chan, LimitExceeded(why))
         finally:
             if not plain:
                 # Refusing must not cost a TLS handshake with the refused peer.
                 await trio.aclose_forcefully(chan.stream)
             await chan.aclose()
 
-    async def _handle_inbound(self, chan: Channel, hello: Handshake | None, plain: bool) -> None:
-        """Serve one accepted connection (one slot of ``max_connections`` is held for it)."""
+    async def _handle_inbound(
+        self, chan: Channel, hello: Handshake | None, plain: bool, host: str
+    ) -> None:
+        """Serve one accepted connection (it holds a slot of ``max_connections`` and one
+        of its host's ``max_connections_per_host``)."""
         try:
-            if await self._accept_handshake(chan, hello, plain):
+            if await self._accept_handshake(chan, hello, plain, host):
                 await self._serve_channel(chan)
         finally:
-            self._inbound -= 1
+            self._leave(host)
             # Every way out (refusal, failure, teardown's cancellation) closes the socket.
             with trio.CancelScope(shield=True):
                 await chan.aclose()
 
-    async def _accept_handshake(self, chan: Channel, hello: Handshake | None, plain: bool) -> bool:
+    async def _accept_handshake(
+        self, chan: Channel, hello: Handshake | None, plain: bool, host: str
+    ) -> bool:
         """Run an inbound connection's handshake; False (logged, peer told) if refused.
 
         ``hello`` is this side's handshake when it already went out."""
@@ -846,12 +921,14 @@ class Actor:
                 sent=hello is not None,
             )
         except (ProtocolError, TransportClosed, OSError, trio.BrokenResourceError) as exc:
-            log.warning("%r: refused a connection: %s", self, exc)
+            self.peer_warnings.warn(host, "%r: refused a connection from %s: %s", self, host, exc)
             if plain or chan.handshaken:
                 await self._send_channel_error(chan, exc)
             return False
         except ssl.SSLError as exc:
-            log.warning("%r: refused a TLS connection: %s", self, exc)
+            self.peer_warnings.warn(
+                host, "%r: refused a TLS connection from %s: %s", self, host, exc
+            )
             return False
         except Exception:
             # Last line of defence: one peer's handshake never takes the actor down.
@@ -925,7 +1002,14 @@ class Actor:
             with trio.CancelScope(shield=True):
                 await chan.aclose()
 
+    def _violation(self, chan: Channel, exc: Exception) -> None:
+        self.peer_warnings.warn(
+            _peer_key(chan), "%r: protocol violation from %r: %s", self, chan, exc
+        )
+
     async def _message_loop(self, chan: Channel, calls: trio.Nursery) -> None:
+        # The loop is the channel's reader: it never waits for a send to go out (answers
+        # are posted), so that both ends of a channel always keep reading.
         scopes = self._calls[chan]
         _state.current_channel.set(chan)  # for inline endpoints; tasks inherit it too
         while True:
@@ -934,27 +1018,39 @@ class Actor:
             except TransportClosed:
                 return
             except ProtocolError as exc:
-                log.warning("%r: protocol violation from %r: %s", self, chan, exc)
+                self._violation(chan, exc)
                 await self._send_channel_error(chan, exc)
                 return
             if isinstance(msg, Call):
                 if msg.cid <= 0 or msg.cid in scopes:
                     violation = ProtocolError(f"call id {msg.cid} is not a fresh positive id")
-                    log.warning("%r: %s from %r", self, violation, chan)
+                    self._violation(chan, violation)
                     await self._send_channel_error(chan, violation)
                     return
                 if msg.ns == "self" and msg.func in self.INLINE_ENDPOINTS:
-                    await self._run_inline(chan, msg)
+                    await self._run_inline(chan, msg, calls)
+                    continue
+                if (
+                    len(scopes) >= self.max_calls_per_channel
+                    or self._spawned_calls >= self.max_calls
+                ):
+                    await self._refuse_call(chan, msg, len(scopes), calls)
                     continue
                 scope = trio.CancelScope()
                 scopes[msg.cid] = scope
+                self._spawned_calls += 1
                 calls.start_soon(self._run_call, chan, msg, scope)
             elif isinstance(msg, Return):
                 chan.deliver(msg)
             elif isinstance(msg, Error):
                 if msg.cid == 0:
-                    log.warning(
-                        "%r: peer %r reports: %s: %s", self, chan, msg.type_name, msg.message
+                    self.peer_warnings.warn(
+                        _peer_key(chan),
+                        "%r: peer %r reports: %s: %s",
+                        self,
+                        chan,
+                        msg.type_name,
+                        msg.message,
                     )
                 else:
                     chan.deliver(msg)
@@ -966,9 +1062,24 @@ class Actor:
                 violation = ProtocolError(
                     f"unexpected {type(msg).__name__} frame after the handshake"
                 )
-                log.warning("%r: %s from %r", self, violation, chan)
+                self._violation(chan, violation)
                 await self._send_channel_error(chan, violation)
                 return
+
+    async def _refuse_call(
+        self, chan: Channel, call: Call, running: int, calls: trio.Nursery
+    ) -> None:
+        """Answer a call over the concurrency limits with LimitExceeded (the channel
+        stays open; the calls already running go on)."""
+        if running >= self.max_calls_per_channel:
+            why = f"{running} calls already run for this channel (max_calls_per_channel)"
+        else:
+            why = f"{self._spawned_calls} calls already run in this actor (max_calls)"
+        self.peer_warnings.warn(
+            _peer_key(chan), "%r: refusing %s.%s from %r: %s", self, call.ns, call.func, chan, why
+        )
+        reply = self._error_reply(call.cid, LimitExceeded(f"call refused: {why}"))
+        await chan.post(reply, calls)
 
     async def _run_call(self, chan: Channel, call: Call, scope: trio.CancelScope) -> None:
         _state.current_channel.set(chan)
@@ -991,6 +1102,7 @@ class Actor:
             await self._send_reply(chan, call.cid, reply)
         finally:
             self._calls.get(chan, {}).pop(call.cid, None)
+            self._spawned_calls -= 1
             self._running_calls -= 1
             if self._running_calls == 0:
                 self._calls_idle.set()
@@ -999,8 +1111,9 @@ class Actor:
         if call.ns == "self" and call.func == "cancel" and isinstance(reply, Return):
             self.cancel_soon()
 
-    async def _run_inline(self, chan: Channel, call: Call) -> None:
-        """Serve a non-blocking ``self`` endpoint right in the message loop (hot path)."""
+    async def _run_inline(self, chan: Channel, call: Call, calls: trio.Nursery) -> None:
+        """Serve a non-blocking ``self`` endpoint right in the message loop (hot path);
+        its answer is posted, never awaited on the wire."""
         reply: Return | Error
         try:
             result = getattr(self, call.func)(**call.kwargs)
@@ -1009,7 +1122,12 @@ class Actor:
             reply = Return(cid=call.cid, value=result)
         except Exception as exc:  # noqa: BLE001 - boxed and sent to the caller
             reply = self._error_reply(call.cid, exc)
-        await self._send_reply(chan, call.cid, reply)
+        try:
+            await chan.post(reply, calls)
+        except (TypeError, msgspec.EncodeError) as exc:
+            await chan.post(
+                self._error_reply(call.cid, exc, "return value not serialisable: "), calls
+            )
 
     async def _send_reply(self, chan: Channel, cid: int, reply: Return | Error) -> None:
         """Send a call's answer; a return value that cannot be encoded goes back as an
@@ -1034,3 +1152,8 @@ class Actor:
 
     def forget_child(self, uuid: str) -> None:
         self._child_waiters.pop(uuid, None)
+
+
+def _peer_key(chan: Channel) -> str:
+    """Who to rate-limit warnings by: the peer's host (see :func:`peer_host`)."""
+    return chan.host

@@ -46,6 +46,7 @@ from ._addr import (
     prefer_addr,
     unwrap_address,
 )
+from ._budget import DEFAULT_MAX_BUFFERED_BYTES
 from ._discovery import WAIT_POLL
 from ._exceptions import (
     AddressError,
@@ -55,7 +56,7 @@ from ._exceptions import (
     RemoteActorError,
     TractorRegError,
 )
-from ._ipc import DEFAULT_HANDSHAKE_TIMEOUT
+from ._ipc import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_FRAME_SIZE
 from ._log import HONOUR_ENV_LOGLEVEL, check_level, level_value, setup_logging
 from ._registrar import DEFAULT_MAX_LEASE_TTL, RegistryLimits
 from ._root import (
@@ -198,6 +199,79 @@ def _positive_arg(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
     return value
+
+
+def _count_arg(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return int(text)
+
+
+def _add_limit_flags(serve: argparse.ArgumentParser) -> None:
+    """The resource limits of a registrar (docs/security.md#limits), each defaulting to
+    the library's default."""
+    group = serve.add_argument_group("limits (see docs/security.md)")
+    counts = (
+        ("--max-connections", "inbound connections served at once", "4096"),
+        ("--max-connections-per-host", "...of which one peer host may hold", "1024"),
+        ("--max-calls-per-channel", "calls running at once for one connection", "1024"),
+        ("--max-calls", "calls running at once in the registrar", "16384"),
+        ("--max-frame-size", "largest frame payload accepted, in bytes", "4194304"),
+        ("--max-buffered-bytes", "frame payloads buffered at once in total", "67108864"),
+        ("--max-entries", "live entries in the registry", "1000000"),
+        ("--max-entries-per-peer", "live entries registered from one peer host", "100000"),
+        ("--max-addrs-per-uid", "addresses one actor may register", "16"),
+    )
+    for flag, what, default in counts:
+        group.add_argument(
+            flag, type=_count_arg, default=None, metavar="N", help=f"{what} (default: {default})"
+        )
+    seconds = (
+        ("--handshake-timeout", "deadline for a new connection's handshake", "5"),
+        ("--frame-deadline", "deadline for the rest of a frame once it started", "30"),
+        ("--peer-log-interval", "least seconds between two warnings about one peer host", "10"),
+    )
+    for flag, what, default in seconds:
+        group.add_argument(
+            flag,
+            type=_positive_arg,
+            default=None,
+            metavar="SECONDS",
+            help=f"{what} (default: {default})",
+        )
+
+
+#: serve flags passed to open_root_actor under the same name, and to RegistryLimits.
+_ROOT_LIMITS = (
+    "max_connections",
+    "max_connections_per_host",
+    "max_calls_per_channel",
+    "max_calls",
+    "max_frame_size",
+    "max_buffered_bytes",
+    "handshake_timeout",
+    "frame_deadline",
+    "peer_log_interval",
+)
+_REGISTRY_LIMITS = ("max_entries", "max_entries_per_peer", "max_addrs_per_uid", "max_lease_ttl")
+
+
+def _limit_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        name: getattr(args, name) for name in _ROOT_LIMITS if getattr(args, name) is not None
+    }
+    registry = {
+        name: getattr(args, name) for name in _REGISTRY_LIMITS if getattr(args, name) is not None
+    }
+    if registry:
+        kwargs["limits"] = RegistryLimits(**registry)
+    frame = kwargs.get("max_frame_size", DEFAULT_MAX_FRAME_SIZE)
+    if kwargs.get("max_buffered_bytes", DEFAULT_MAX_BUFFERED_BYTES) < frame:
+        raise CLIError(
+            f"--max-buffered-bytes must be at least the frame size ({frame} bytes): "
+            "one whole frame must fit"
+        )
+    return kwargs
 
 
 def _revision_arg(text: str) -> int:
@@ -364,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="longest lease granted; a longer ask is granted this long "
         f"(default: {DEFAULT_MAX_LEASE_TTL:g})",
     )
+    _add_limit_flags(serve)
     serve.set_defaults(func=_cmd_serve, default_level="info")
 
     ls = command(
@@ -719,11 +794,9 @@ async def _refuse_taken(listen: list[Address], args: argparse.Namespace) -> None
 
 
 async def _serve(args: argparse.Namespace, listen: list[Address], backend: str) -> int:
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = _limit_kwargs(args)
     if args.lease_ttl is not None:
         kwargs["lease_ttl"] = args.lease_ttl
-    if args.max_lease_ttl is not None:
-        kwargs["limits"] = RegistryLimits(max_lease_ttl=args.max_lease_ttl)
     shown = redact_url(backend)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         await _refuse_taken(listen, args)

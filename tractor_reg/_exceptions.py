@@ -53,6 +53,11 @@ class FrameTooLarge(ProtocolError):
     """A frame's declared length exceeds the configured maximum frame size."""
 
 
+class FrameTimeout(ProtocolError):
+    """A frame that had started arriving was not complete within the frame deadline
+    (a peer that sends a header and then trickles or stalls)."""
+
+
 class HandshakeError(ProtocolError):
     """The identity handshake failed or did not complete within its deadline."""
 

@@ -22,8 +22,10 @@ import msgspec
 import trio
 
 from ._addr import Address, AddressLike, TCPAddress, UDSAddress, check_uds_path, wrap_address
+from ._budget import InputBudget
 from ._exceptions import (
     AuthenticationError,
+    FrameTimeout,
     FrameTooLarge,
     HandshakeError,
     ProtocolError,
@@ -54,6 +56,9 @@ DEFAULT_MAX_FRAME_SIZE = 4 * 1024 * 1024
 DEFAULT_HANDSHAKE_TIMEOUT = 5.0
 #: Default deadline for establishing a connection (seconds).
 DEFAULT_CONNECT_TIMEOUT = 5.0
+#: Default deadline for one frame once it started: its last byte must arrive (or, when
+#: sending, leave) within this many seconds of its first (seconds).
+DEFAULT_FRAME_DEADLINE = 30.0
 
 _HEADER = struct.Struct(">I")
 _RECV_CHUNK = 65536
@@ -63,6 +68,12 @@ _UDS_BACKLOG_RETRY = (0.001, 0.05)
 #: Frames a caller reading its own answer may hand to a busy message loop before it
 #: gives the socket back to that loop.
 _INBOX_LIMIT = 64
+#: Encoded answers the message loop may queue for a peer that does not read them before
+#: the loop stops reading that peer (bytes; one frame is always accepted).
+_OUTBOX_LIMIT = 1024 * 1024
+#: Frames up to this size are read without a reservation from the actor's input budget
+#: (a channel buffers at most one receive chunk beyond its current frame anyway).
+_UNBUDGETED_FRAME = _RECV_CHUNK
 #: How long closing a TLS channel may wait for the peer (close_notify) before the
 #: transport is closed anyway.
 _TLS_CLOSE_TIMEOUT = 1.0
@@ -136,6 +147,23 @@ def accepted_raddr(stream: trio.abc.Stream) -> Address | None:
         return None  # the dialler is gone already
 
 
+def peer_host(stream: trio.abc.Stream) -> str:
+    """Which peer host a connection counts against, for per-host limits and log rate
+    limits: the peer's IP address for TCP (IPv4-mapped IPv6 as IPv4), ``uid:<n>`` (the
+    dialling process's user id, ``SO_PEERCRED``) for a Unix socket, ``?`` if unknown."""
+    sock = _socket_of(stream)
+    if sock is None:
+        return "?"
+    try:
+        if sock.family == socket.AF_UNIX:
+            cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+            return f"uid:{_PEERCRED.unpack(cred)[1]}"
+        host = str(sock.getpeername()[0])
+    except OSError:
+        return "?"
+    return host.removeprefix("::ffff:") if "." in host else host
+
+
 class Channel:
     """One connection to a peer actor.
 
@@ -157,15 +185,34 @@ class Channel:
         raddr: Address | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         role: str = "peer",
+        frame_deadline: float = DEFAULT_FRAME_DEADLINE,
+        budget: InputBudget | None = None,
     ) -> None:
         self.stream = stream
         self.raddr = raddr
         #: The role this side declared in its handshake ("peer", "child", "lookup").
         self.role = role
         self.max_frame_size = max_frame_size
+        #: Seconds a started frame may take to arrive completely, or to go out.
+        self.frame_deadline = frame_deadline
         self._aid: Aid | None = None
+        #: The peer host this connection counts against (see :func:`peer_host`).
+        self.host = peer_host(stream)
         self._buf = bytearray()
-        self._send_lock = trio.StrictFIFOLock()
+        # Receive side: the actor-wide budget large frames are reserved from, what this
+        # channel holds of it, and when the frame being read must be complete.
+        self._budget = budget
+        self._reserved = 0
+        self._frame_due: float | None = None
+        # Send side. One frame goes out at a time: _wire is held (by any task, so that a
+        # started frame can be handed over) from a frame's first byte to its last.
+        # Answers the message loop gives (post) wait in _outbox when the wire is busy,
+        # for a flusher task to send: the loop itself never waits on a send.
+        self._wire = trio.Semaphore(1)
+        self._outbox: deque[bytes] = deque()
+        self._outbox_bytes = 0
+        self._outbox_room: trio.Event | None = None
+        self._flushing = False
         self._next_cid = 1
         self._pending: dict[int, _PendingCall] = {}
         self._closed = False
@@ -251,29 +298,166 @@ class Channel:
     # -- framing -------------------------------------------------------------------------
 
     async def send(self, msg: Msg) -> None:
+        """Send one message. A frame that started going out is finished even if the
+        caller is cancelled meanwhile (within ``frame_deadline``; past it the channel is
+        closed, since the peer could only read garbage from it)."""
         payload = encode(msg)
         frame = _HEADER.pack(len(payload)) + payload
-        lock = self._send_lock
-        # Frames must not interleave, but an uncontended lock need not cost a schedule
-        # point (send_all has its own checkpoint).
-        if lock.locked():
-            await lock.acquire()
+        wire = self._wire
+        # Frames must not interleave, but a free wire need not cost a schedule point
+        # (_write has its own checkpoint).
+        if wire.value:
+            wire.acquire_nowait()
         else:
-            lock.acquire_nowait()
+            await wire.acquire()
         try:
             if self._closed:
                 raise TransportClosed(f"{self!r} is closed")
-            try:
-                await self.stream.send_all(frame)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise TransportClosed(f"send on {self!r} failed: {exc}") from exc
+            await self._write(frame)
         finally:
-            lock.release()
+            wire.release()
+
+    async def post(self, msg: Msg, nursery: trio.Nursery) -> None:
+        """Send ``msg`` without waiting for the wire: for the message loop's own answers.
+
+        On a free plain socket the frame is written at once if the kernel takes it;
+        otherwise it is queued for a flusher task started in ``nursery``. Waits only
+        when more than a bounded amount is queued for a peer that does not read.
+        Raises ``TypeError`` / ``msgspec.EncodeError`` if ``msg`` cannot be encoded.
+        """
+        payload = encode(msg)
+        frame = _HEADER.pack(len(payload)) + payload
+        if self._closed:
+            return  # nobody will read it
+        if not self._outbox and self._wire.value and isinstance(self.stream, trio.SocketStream):
+            self._wire.acquire_nowait()
+            try:
+                sent = os.write(self.stream.socket.fileno(), frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                self._wire.release()
+                log.debug("%r: answer not sent (%s)", self, exc)
+                return  # the message loop sees the broken connection next
+            if sent == len(frame):
+                self._wire.release()
+                return
+            # The frame started: the flusher takes the wire over and finishes it first.
+            self._queue(frame[sent:], front=True)
+            nursery.start_soon(self._flush, True)
+            self._flushing = True
+        else:
+            self._queue(frame)
+            if not self._flushing:
+                self._flushing = True
+                nursery.start_soon(self._flush, False)
+        while self._outbox_bytes > _OUTBOX_LIMIT and not self._closed:
+            self._outbox_room = room = trio.Event()
+            await room.wait()
+
+    def _queue(self, frame: bytes, front: bool = False) -> None:
+        if front:
+            self._outbox.appendleft(frame)
+        else:
+            self._outbox.append(frame)
+        self._outbox_bytes += len(frame)
+
+    def _dequeue(self) -> bytes:
+        frame = self._outbox.popleft()
+        self._outbox_bytes -= len(frame)
+        room = self._outbox_room
+        if room is not None and self._outbox_bytes <= _OUTBOX_LIMIT:
+            self._outbox_room = None
+            room.set()
+        return frame
+
+    async def _flush(self, holding: bool) -> None:
+        """Send the queued frames; ``holding``: the wire is already this task's (the
+        first queued frame is the rest of a started one)."""
+        try:
+            if not holding:
+                await self._wire.acquire()
+            try:
+                while self._outbox and not self._closed:
+                    frame = self._dequeue()
+                    await self._write(frame, started=holding)
+                    holding = False
+            finally:
+                self._flushing = False
+                self._wire.release()
+        except TransportClosed as exc:
+            log.debug("%r: queued answers not sent (%s)", self, exc)
+        finally:
+            self._flushing = False
+
+    async def _write(self, frame: bytes, started: bool = False) -> None:
+        """Write one whole frame (the caller holds the wire). Cancel-safe: cancelled
+        before its first byte left, nothing was sent; after, it is finished shielded."""
+        stream = self.stream
+        try:
+            if isinstance(stream, trio.SocketStream):
+                view = memoryview(frame)
+                sent = 0
+                if not started:
+                    # trio's socket send raises Cancelled only when it sent nothing.
+                    sent = await stream.socket.send(view)
+                if sent < len(frame):
+                    with trio.CancelScope(
+                        shield=True, deadline=trio.current_time() + self.frame_deadline
+                    ):
+                        while sent < len(frame):
+                            sent += await stream.socket.send(view[sent:])
+                    if sent < len(frame):
+                        await self._abandon_frame(sent, len(frame))
+            elif not self.handshaken:
+                # A cancelled handshake closes the channel anyway (and a TLS stream's
+                # first send runs the TLS handshake, which a silent peer never finishes).
+                await stream.send_all(frame)
+            else:
+                # Other streams (TLS) are not cancel-safe mid-send at all.
+                with trio.CancelScope(
+                    shield=True, deadline=trio.current_time() + self.frame_deadline
+                ) as scope:
+                    await stream.send_all(frame)
+                if scope.cancelled_caught:
+                    await self._abandon_frame(None, len(frame))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise TransportClosed(f"send on {self!r} failed: {exc}") from exc
+
+    async def _abandon_frame(self, sent: int | None, size: int) -> NoReturn:
+        done = "part" if sent is None else f"{sent} bytes"
+        log.error(
+            "%r: could not finish sending a %d-byte frame within %gs (%s sent; the peer "
+            "does not read); closing the channel",
+            self,
+            size,
+            self.frame_deadline,
+            done,
+        )
+        with trio.CancelScope(shield=True):
+            await self.aclose()
+        raise TransportClosed(
+            f"{self!r}: a frame could not be sent within {self.frame_deadline:g}s; channel closed"
+        )
 
     async def _fill(self, need: int) -> None:
         while len(self._buf) < need:
+            if self._buf and self._frame_due is None:
+                # A frame started arriving: the rest of it has a deadline.
+                self._frame_due = trio.current_time() + self.frame_deadline
             try:
-                chunk = await self.stream.receive_some(_RECV_CHUNK)
+                if self._frame_due is None:
+                    chunk = await self.stream.receive_some(_RECV_CHUNK)
+                else:
+                    chunk = b""
+                    with trio.move_on_at(self._frame_due) as late:
+                        chunk = await self.stream.receive_some(_RECV_CHUNK)
+                    if late.cancelled_caught:
+                        raise FrameTimeout(
+                            f"a frame from {self.raddr or 'the peer'} was not complete "
+                            f"within the frame deadline ({self.frame_deadline:g}s): "
+                            f"{len(self._buf)} of {need} bytes arrived"
+                        )
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise TransportClosed(f"receive on {self!r} failed: {exc}") from exc
             if not chunk:
@@ -281,7 +465,8 @@ class Channel:
             self._buf += chunk
 
     async def recv(self) -> Msg:
-        """The next message. Raises TransportClosed at EOF, ProtocolError on a bad frame."""
+        """The next message. Raises TransportClosed at EOF, ProtocolError on a bad frame
+        (FrameTimeout when a started frame does not complete within the deadline)."""
         await self._fill(_HEADER.size)
         (length,) = _HEADER.unpack_from(self._buf)
         if length > self.max_frame_size:
@@ -289,7 +474,15 @@ class Channel:
                 f"frame of {length} bytes exceeds the maximum frame size {self.max_frame_size}"
             )
         end = _HEADER.size + length
-        await self._fill(end)
+        if len(self._buf) < end:
+            budget = self._budget
+            if budget is not None and length > _UNBUDGETED_FRAME and not self._reserved:
+                # Stop reading this channel until the actor may buffer the payload; the
+                # deadline counts from when it may.
+                await budget.reserve(length)
+                self._reserved = length
+                self._frame_due = trio.current_time() + self.frame_deadline
+            await self._fill(end)
         # Decode straight from the receive buffer (no copy); release the view before the
         # buffer is resized.
         view = memoryview(self._buf)[_HEADER.size : end]
@@ -301,6 +494,14 @@ class Channel:
         finally:
             view.release()
             del self._buf[:end]
+            self._frame_due = None
+            self._give_back()
+
+    def _give_back(self) -> None:
+        if self._reserved:
+            assert self._budget is not None
+            self._budget.release(self._reserved)
+            self._reserved = 0
 
     async def next_inbound(self) -> Msg:
         """The next message for the actor's message loop (its only reader of inbound
@@ -386,6 +587,12 @@ class Channel:
             return
         self._closed = True
         self._fail_pending(TransportClosed(f"{self!r} closed"))
+        self._give_back()
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        if self._outbox_room is not None:
+            self._outbox_room.set()
+            self._outbox_room = None
         try:
             if isinstance(self.stream, trio.SocketStream):
                 # Closing a plain socket never blocks: skip aclose()'s schedule point.

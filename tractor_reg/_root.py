@@ -21,7 +21,10 @@ from ._actor import (
     CONNECT_ERRORS,
     DEFAULT_CALL_TIMEOUT,
     DEFAULT_LEASE_TTL,
+    DEFAULT_MAX_CALLS,
+    DEFAULT_MAX_CALLS_PER_CHANNEL,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_HOST,
     Actor,
 )
 from ._addr import (
@@ -38,9 +41,11 @@ from ._addr import (
     unwrap_address,
     wrap_address,
 )
+from ._budget import DEFAULT_MAX_BUFFERED_BYTES
 from ._exceptions import AuthenticationError, RegistryUnavailable, RuntimeBootError
 from ._ipc import (
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FRAME_DEADLINE,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_FRAME_SIZE,
     Channel,
@@ -49,6 +54,7 @@ from ._ipc import (
 from ._log import env_loglevel, setup_logging
 from ._msg import Handshake
 from ._options import check_non_goal_flags, check_start_method, merge_bind_addrs
+from ._peerlog import DEFAULT_PEER_LOG_INTERVAL
 from ._registrar import DEFAULT_PROBE_TIMEOUT, DEFAULT_PURGE_INTERVAL, Registrar, RegistryLimits
 from ._security import NONCE_SIZE, Security, TLSConfig
 from ._sigterm import root_sigterm
@@ -277,6 +283,12 @@ async def open_root_actor(
     tls: TLSConfig | None = None,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     limits: RegistryLimits | None = None,
+    max_connections_per_host: int = DEFAULT_MAX_CONNECTIONS_PER_HOST,
+    max_calls_per_channel: int = DEFAULT_MAX_CALLS_PER_CHANNEL,
+    max_calls: int = DEFAULT_MAX_CALLS,
+    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+    frame_deadline: float = DEFAULT_FRAME_DEADLINE,
+    peer_log_interval: float = DEFAULT_PEER_LOG_INTERVAL,
     **unexpected: Any,
 ) -> AsyncIterator[Actor]:
     """Boot this process's root actor; yields the :class:`Actor`.
@@ -352,6 +364,12 @@ async def open_root_actor(
         security=security,
         max_connections=max_connections,
         loglevel=loglevel,
+        max_connections_per_host=max_connections_per_host,
+        max_calls_per_channel=max_calls_per_channel,
+        max_calls=max_calls,
+        max_buffered_bytes=max_buffered_bytes,
+        frame_deadline=frame_deadline,
+        peer_log_interval=peer_log_interval,
     )
 
     for attempt in range(3):
