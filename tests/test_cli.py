@@ -510,7 +510,7 @@ def test_sqlite_migrate_check_export_prune(tmp_path: Path) -> None:
         conn.execute("UPDATE entries SET addrs = 'garbage' WHERE name = 'svc0'")
     conn.close()
     broken = cli("check", "--backend", url)
-    assert "1 invalid row(s)" in failed(broken)
+    assert "bad row: table entries rowid 1 column addrs" in failed(broken)
     assert "invalid rows  1" in broken.stdout and "PROBLEMS FOUND" in broken.stdout
     # a missing file
     assert "no database at" in failed(cli("check", "--backend", f"sqlite:///{tmp_path}/no.db"))

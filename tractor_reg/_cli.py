@@ -32,7 +32,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn, TextIO
-from urllib.parse import quote
 
 import trio
 
@@ -77,6 +76,7 @@ from ._security import (
 from ._util import collapse_eg
 from .backends import AddrTuple, Entry, RegistryBackend, open_backend, opened_backend
 from .backends._open import redact_url
+from .backends._replica import ReplicatedBackend
 
 __all__ = ["ENV_LOG_LEVEL", "build_parser", "default_backend_url", "main"]
 
@@ -534,10 +534,29 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         "check a store's health",
         "Check that the store is reachable, its schema version, its integrity, and count "
-        "its entries, expired entries and invalid rows. Exits with 1 when something is wrong. "
-        "SQLite files are only read.",
+        "its entries, expired entries and invalid rows (each listed: table, rowid, column, "
+        "reason). Exits with 1 when something is wrong. SQLite files are only read (a "
+        "read-only file too), unless --repair.",
         [store],
         _STORE_ENV,
+    )
+    check.add_argument(
+        "--quick",
+        action="store_true",
+        help="SQLite: PRAGMA quick_check instead of the slower, complete integrity_check",
+    )
+    check.add_argument(
+        "--repair",
+        action="store_true",
+        help="SQLite: first move every row that cannot be decoded to a quarantine file and "
+        "delete it from the database (one transaction; refused for a damaged file)",
+    )
+    check.add_argument(
+        "--quarantine",
+        default=None,
+        metavar="FILE",
+        help="with --repair: write the removed rows here, as JSON lines (default: "
+        "DB.quarantine-<UTC time>.jsonl next to the database; never overwritten)",
     )
     check.set_defaults(func=_cmd_check)
 
@@ -545,12 +564,19 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         "write the live entries as JSON lines",
         "Write every live entry as one JSON object per line: name, uuid, addrs, revision, "
-        "registered_at, expires_at, registrar.",
+        "registered_at, expires_at, registrar. Rows that cannot be decoded are skipped and "
+        "listed on stderr; then the exit status is 1 unless --skip-bad.",
         [store],
         _STORE_ENV,
     )
     export.add_argument(
         "-o", "--output", default="-", metavar="FILE", help="write here (default: stdout)"
+    )
+    export.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="exit 0 although rows that cannot be decoded were skipped (they are always "
+        "skipped and listed on stderr; without this the exit status is 1)",
     )
     export.set_defaults(func=_cmd_export)
 
@@ -1119,10 +1145,16 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _check_sqlite(url: str, doc: dict[str, Any]) -> None:
-    """Inspect a SQLite registry file read-only (the sqlite3 module, ``mode=ro``)."""
-    from .backends._sqlite import _ENTRY_COLUMNS, _entry_from_row, parse_sqlite_url
-    from .backends._sqlite_schema import OUR_TABLES, latest_version
+#: Bad rows listed one per line by `check` (all of them are in its --json output).
+CHECK_LISTED_ROWS = 20
+
+
+def _check_sqlite(url: str, doc: dict[str, Any], quick: bool) -> None:
+    """Inspect a SQLite registry file without writing to it (``mode=ro``, or ``immutable``
+    for a read-only file nobody has open): schema, SQLite's integrity check, every row."""
+    from .backends._sqlite import parse_sqlite_url
+    from .backends._sqlite_check import damage, open_read_only, scan, schema_problem, tables_of
+    from .backends._sqlite_schema import damage_advice, latest_version
 
     path = os.path.abspath(parse_sqlite_url(url).path)
     doc["path"] = path
@@ -1132,34 +1164,28 @@ def _check_sqlite(url: str, doc: dict[str, Any]) -> None:
         doc["problems"].append(f"no database at {path}")
         return
     try:
-        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+        conn, immutable = open_read_only(path)
+    except sqlite3.DatabaseError as exc:
+        doc["problems"].append(f"{path} is not a usable SQLite database: {exc}")
+        return
     except sqlite3.Error as exc:
         doc["problems"].append(f"cannot open {path}: {exc}")
         return
     try:
         try:
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            tables = {
-                str(r[0])
-                for r in conn.execute(
-                    "SELECT name FROM sqlite_master "
-                    "WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-                )
-            }
+            version, foreign = schema_problem(conn, path)
+            tables = tables_of(conn)
         except sqlite3.DatabaseError as exc:
             doc["problems"].append(f"{path} is not a usable SQLite database: {exc}")
             return
         doc["reachable"] = True
         doc["schema_version"] = version
-        if version > latest:
-            doc["problems"].append(
-                f"schema version {version} is newer than this tractor_reg knows ({latest})"
+        if immutable:
+            doc["warnings"].append(
+                "read-only file with no -wal file: read as it is on disk (immutable)"
             )
-            return
-        if tables - OUR_TABLES or (version == 0 and tables):
-            doc["problems"].append(
-                f"{path} belongs to another application (tables {sorted(tables)})"
-            )
+        if foreign:
+            doc["problems"].append(foreign)
             return
         if version == 0:
             doc["warnings"].append("empty database: `serve` or `migrate` creates the schema")
@@ -1168,31 +1194,56 @@ def _check_sqlite(url: str, doc: dict[str, Any]) -> None:
                 f"schema version {version} < {latest}: `{PROG} migrate` (or the next serve) "
                 "upgrades it"
             )
+        found = damage(conn, quick=quick)
+        doc["integrity"] = "ok" if not found else "; ".join(found)
+        doc["integrity_check"] = "quick_check" if quick else "integrity_check"
+        if found:
+            doc["problems"].append(
+                f"the file is damaged ({doc['integrity_check']}: {doc['integrity']}): "
+                f"{damage_advice(path)}"
+            )
         try:
-            results = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
+            result = scan(conn, tables, time.time())
         except sqlite3.DatabaseError as exc:
-            results = [str(exc)]
-        doc["integrity"] = "ok" if results == ["ok"] else "; ".join(results[:5])
-        if results != ["ok"]:
-            doc["problems"].append(f"integrity check failed: {doc['integrity']}")
-        if "entries" not in tables:
-            doc.update(entries=0, expired=0, invalid_rows=0)
+            doc["problems"].append(f"reading the rows failed: {exc}")
             return
-        now = time.time()
-        live = expired = invalid = 0
-        for row in conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM entries"):
-            try:
-                entry = _entry_from_row(tuple(row))
-            except (ValueError, TypeError):
-                invalid += 1
-                continue
-            if entry.expires_at <= now:
-                expired += 1
-            else:
-                live += 1
-        doc.update(entries=live, expired=expired, invalid_rows=invalid)
+        doc.update(
+            entries=result.live,
+            expired=result.expired,
+            invalid_rows=len(result.bad),
+            bad_rows=[p.doc() for p in result.bad],
+        )
+        for problem in result.bad[:CHECK_LISTED_ROWS]:
+            doc["problems"].append(f"bad row: {problem}")
+        if len(result.bad) > CHECK_LISTED_ROWS:
+            doc["problems"].append(
+                f"... and {len(result.bad) - CHECK_LISTED_ROWS} more bad row(s) (see --json)"
+            )
     finally:
         conn.close()
+
+
+def _repair_sqlite(url: str, quarantine: str | None, as_json: bool) -> dict[str, Any]:
+    """``check --repair``: quarantine the bad rows (the check that follows reports the
+    file as it is then)."""
+    from .backends._sqlite import parse_sqlite_url
+    from .backends._sqlite_check import repair
+
+    path = os.path.abspath(parse_sqlite_url(url).path)
+    report = repair(path, quarantine)
+    summary = {"removed": [p.doc() for p in report.removed], "quarantine": report.quarantine}
+    if as_json:
+        return summary
+    if report.removed:
+        _out(
+            f"repaired {path}: moved {len(report.removed)} bad row(s) to {report.quarantine} "
+            "and deleted them from the database"
+        )
+        for problem in report.removed:
+            _out(f"  removed {problem}")
+    else:
+        _out(f"repaired {path}: no bad rows; nothing changed")
+    return summary
 
 
 async def _check_backend(url: str, doc: dict[str, Any]) -> None:
@@ -1204,7 +1255,12 @@ async def _check_backend(url: str, doc: dict[str, Any]) -> None:
             raw_expired = getattr(view, "raw_expired", None)
             if callable(raw_expired):
                 doc["expired"] = len(raw_expired(time.time()))
-            doc["invalid_rows"] = int(getattr(backend, "skipped_rows", 0))
+            if isinstance(backend, ReplicatedBackend):
+                doc["invalid_rows"] = backend.skipped_rows
+                doc["bad_rows"] = [
+                    {"kind": b.kind, "table": b.table, "row": b.row, "reason": b.reason}
+                    for b in backend.bad_rows
+                ]
             healthy = getattr(backend, "healthy", None)  # only backends that can be down
             if healthy is not None:
                 doc["healthy"] = bool(healthy)
@@ -1220,6 +1276,12 @@ async def _check_backend(url: str, doc: dict[str, Any]) -> None:
 def _cmd_check(args: argparse.Namespace) -> int:
     url = _backend_url(args.backend)
     scheme = _scheme(url)
+    if args.repair and scheme != "sqlite":
+        raise CLIError(
+            f"--repair works on sqlite:// files; {scheme}:// registrars skip bad rows and "
+            "`check` lists them",
+            EXIT_USAGE,
+        )
     doc: dict[str, Any] = {
         "backend": redact_url(url),
         "reachable": False,
@@ -1230,19 +1292,27 @@ def _cmd_check(args: argparse.Namespace) -> int:
         "entries": None,
         "expired": None,
         "invalid_rows": None,
+        "bad_rows": [],
         "problems": [],
         "warnings": [],
     }
     if scheme == "sqlite":
-        _check_sqlite(url, doc)
+        if args.repair:
+            doc["repair"] = _repair_sqlite(url, args.quarantine, args.json)
+        _check_sqlite(url, doc, args.quick)
     else:
         trio.run(_check_backend, url, doc)
         if scheme == "memory":
             doc["warnings"].append("memory:// keeps nothing outside a registrar process")
-    if doc["invalid_rows"]:
-        doc["problems"].append(
-            f"{doc['invalid_rows']} invalid row(s): registrars skip them (see their ERROR logs)"
-        )
+        for bad in doc["bad_rows"][:CHECK_LISTED_ROWS]:
+            doc["problems"].append(f"bad row: {bad['table']} {bad['row']}: {bad['reason']}")
+        if doc["invalid_rows"] and doc["invalid_rows"] > min(
+            len(doc["bad_rows"]), CHECK_LISTED_ROWS
+        ):
+            doc["problems"].append(
+                f"{doc['invalid_rows']} invalid row(s) in all: registrars skip them (see "
+                "--json and their ERROR logs)"
+            )
     doc["ok"] = not doc["problems"]
     if args.json:
         _json_out(doc)
@@ -1295,12 +1365,16 @@ def _export_doc(entry: Entry) -> dict[str, Any]:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     url = _backend_url(args.backend)
+    shown = redact_url(url)
 
-    async def read() -> list[Entry]:
+    async def read() -> tuple[list[Entry], list[str]]:
         async with opened_backend(url) as backend:
-            return await backend.entries()
+            bad: list[str] = []
+            if isinstance(backend, ReplicatedBackend):
+                bad = [str(b) for b in backend.bad_rows if b.kind == "entry"]
+            return await backend.entries(), bad
 
-    entries = trio.run(read)
+    entries, bad = trio.run(read)
     to_stdout = args.output == "-"
     try:
         stream: TextIO = sys.stdout if to_stdout else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
@@ -1316,12 +1390,28 @@ def _cmd_export(args: argparse.Namespace) -> int:
         progress.close()
         if not to_stdout:
             stream.close()
+    for row in bad:
+        print(f"{PROG}: skipped invalid row {row}", file=sys.stderr)
     if not to_stdout:
-        summary = {"exported": len(entries), "backend": redact_url(url), "file": args.output}
+        summary = {
+            "exported": len(entries),
+            "skipped_rows": len(bad),
+            "backend": shown,
+            "file": args.output,
+        }
         if args.json:
             _json_out(summary)
         else:
-            _out(f"exported {len(entries)} entries from {redact_url(url)} to {args.output}")
+            text = f"exported {len(entries)} entries from {shown} to {args.output}"
+            if bad:
+                text += f"; skipped {len(bad)} invalid row(s)"
+            _out(text)
+    if bad and not args.skip_bad:
+        raise CLIError(
+            f"exported {len(entries)} entries; skipped {len(bad)} invalid row(s) that cannot "
+            f"be decoded (listed above; `{PROG} check` shows them, `check --repair` removes "
+            "them, --skip-bad makes this exit 0)"
+        )
     return EXIT_OK
 
 

@@ -53,6 +53,7 @@ from .._exceptions import (
 from ._base import DEFAULT_CLOCK, AddrTuple, Change, Clock, Entry, Uid
 from ._open import positive_option, redact_url, retention_option
 from ._replica import (
+    BadRow,
     HistoryRow,
     Op,
     Plan,
@@ -517,14 +518,18 @@ def _translate(exc: BaseException, opts: RedisOptions) -> Exception:
 # -- trio side ----------------------------------------------------------------------------
 
 
-def _history_row(raw_fields: Any) -> HistoryRow | Unreadable:
-    """A change-stream row as a :class:`HistoryRow` (or the revision of a bad one)."""
+def _history_row(raw_fields: Any) -> HistoryRow | tuple[Unreadable, str]:
+    """A change-stream row as a :class:`HistoryRow`, or (the revision of a bad one, if
+    readable, and what is wrong with it)."""
     fields = _fields(raw_fields)
     try:
-        revision = int(fields[b"r"])
-    except (KeyError, ValueError):
-        return None
+        revision: int | None = int(fields[b"r"])
+    except (KeyError, ValueError) as exc:
+        revision = None
+        problem = f"bad revision (r): {exc!r}"
     try:
+        if revision is None:
+            raise ValueError(problem)
         seq = _change_number(fields)
         if seq is None:
             raise ValueError("no change number")
@@ -538,10 +543,11 @@ def _history_row(raw_fields: Any) -> HistoryRow | Unreadable:
             old = fields.get(b"e", b"")
             addrs = _decode_entry(old).addrs if old else None
         else:
-            raise ValueError(f"bad kind {kind!r}")
+            raise ValueError(f"bad kind {kind[:60]!r}")
         reason = _text(fields.get(b"w", b""))
-    except (KeyError, ValueError, msgspec.DecodeError, msgspec.ValidationError):
-        return revision
+    except (KeyError, ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        return revision, what
     return HistoryRow(seq, revision, kind.decode(), uid, addrs, reason)
 
 
@@ -562,6 +568,7 @@ class RedisBackend(ReplicatedBackend):
     """
 
     scheme: str = "redis"
+    _log = log
     #: Every URL scheme this class serves.
     SCHEMES: tuple[str, ...] = _SCHEMES
 
@@ -590,7 +597,6 @@ class RedisBackend(ReplicatedBackend):
         self._run_active = False
         self._run_exited = trio.Event()
         self._store_ok = trio.Event()
-        self.skipped_rows = 0
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock = DEFAULT_CLOCK) -> Self:
@@ -798,8 +804,7 @@ class RedisBackend(ReplicatedBackend):
             if q is None:
                 # Edited by hand: its place in the sequence is the next one.
                 self._seq += 1
-                self.skipped_rows += 1
-                log.error("skipping invalid change %s: no change number", self._last_id)
+                self._skip(self._bad_change(self._last_id, "no change number (q)"))
                 continue
             self._seq = q
             try:
@@ -813,8 +818,8 @@ class RedisBackend(ReplicatedBackend):
                 else:
                     self._view.apply_upsert(_decode_entry(fields[b"e"]), change)
             except (KeyError, ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-                self.skipped_rows += 1
-                log.error("skipping invalid change %s: %s", self._last_id, exc)
+                what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+                self._skip(self._bad_change(self._last_id, what))
         self._view.apply_revision(top_revision)
 
     async def _reload(self) -> None:
@@ -944,14 +949,22 @@ class RedisBackend(ReplicatedBackend):
                 if field_ in bad:
                     return None
                 bad.add(field_)
-            self.skipped_rows += 1
-            log.error(
-                "namespace %r: skipping invalid entry %r: %s",
-                self.options.namespace,
-                field_[:200],
-                exc,
-            )
+            self._skip(BadRow("entry", self.keys["entries"], f"field {field_[:200]!r}", str(exc)))
             return None
+
+    def _bad_change(self, stream_id: str, reason: str) -> BadRow:
+        return BadRow("change", self.keys["changes"], f"entry {stream_id}", reason)
+
+    def _history_item(self, stream_id: Any, raw_fields: Any) -> HistoryRow | Unreadable:
+        item = _history_row(raw_fields)
+        if isinstance(item, HistoryRow):
+            return item
+        revision, reason = item
+        self._skip(self._bad_change(_text(stream_id), reason))
+        return revision
+
+    def _where(self) -> str:
+        return f"namespace {self.options.namespace!r}"
 
     def _install(self, entries: list[Entry], revision: int, seq: int, last_id: str) -> bool:
         """Make ``entries`` the view in one step (no await: readers never see half).
@@ -983,7 +996,7 @@ class RedisBackend(ReplicatedBackend):
             # stream entries would briefly cost tens of MB.
             count = min(_LOAD_PAGE, _HISTORY_ROWS - len(items))
             page = await self._call(conn.xrevrange, self.keys["changes"], high, "-", count)
-            items.extend(_history_row(fields) for _, fields in page)
+            items.extend(self._history_item(sid, fields) for sid, fields in page)
             if len(page) < count:
                 break
             high = "(" + _text(page[-1][0])

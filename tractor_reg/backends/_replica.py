@@ -69,6 +69,32 @@ class HistoryRow:
 Unreadable = int | None
 
 
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    """A stored row a durable backend skipped because it cannot be decoded.
+
+    ``kind`` is ``"entry"`` (a row of the table itself) or ``"change"`` (a change-log
+    row); ``table`` names where it is stored (SQLite table, Redis key) and ``row`` which
+    one (SQLite rowid, Redis hash field or stream id); ``reason`` says what is wrong.
+    """
+
+    kind: str
+    table: str
+    row: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.table} {self.row}: {self.reason}"
+
+    def describe(self) -> str:
+        """As logged: ``invalid row ...`` (an entry) or ``invalid change ...``."""
+        return f"invalid {'row' if self.kind == 'entry' else 'change'} {self}"
+
+
+#: Bad rows a backend remembers (their count goes on in ``skipped_rows``).
+MAX_BAD_ROWS = 1000
+
+
 def build_history(
     rows: Iterable[HistoryRow | Unreadable], revision: int
 ) -> tuple[list[Change], int]:
@@ -276,6 +302,30 @@ class ReplicatedBackend:
         self._opened = False
         self._closed = False
         self._name = type(self).__name__
+        #: Rows skipped because they cannot be decoded (at load or replay), logged.
+        self.skipped_rows = 0
+        #: The first :data:`MAX_BAD_ROWS` of them, each once.
+        self.bad_rows: list[BadRow] = []
+        self._bad_seen: set[tuple[str, str]] = set()
+
+    def _skip(self, bad: BadRow) -> None:
+        """Skip a row that cannot be decoded: count it, remember it, log an ERROR naming
+        it. A row met again (by a reload) is logged and remembered once."""
+        self.skipped_rows += 1
+        key = (bad.table, bad.row)
+        if key in self._bad_seen:
+            return
+        if len(self._bad_seen) < MAX_BAD_ROWS:
+            self._bad_seen.add(key)
+            self.bad_rows.append(bad)
+        self._log.error("%s: skipping %s", self._where(), bad.describe())
+
+    #: Where :meth:`_skip` logs.
+    _log = log
+
+    def _where(self) -> str:
+        """The store, as log lines name it."""
+        return f"{self.scheme} backend"
 
     def _check_usable(self) -> None:
         if self._closed:

@@ -27,11 +27,10 @@ import logging
 import math
 import os
 import sqlite3
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Self, TypeVar, cast
+from typing import Any, Self, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import aiosqlite
@@ -46,9 +45,10 @@ from .._exceptions import (
     StoreUnavailable,
     TractorRegError,
 )
-from ._base import DEFAULT_CLOCK, AddrTuple, Clock, Entry, Uid
+from ._base import DEFAULT_CLOCK, Clock, Entry, Uid
 from ._open import positive_option, retention_option
 from ._replica import (
+    BadRow,
     HistoryRow,
     Op,
     Plan,
@@ -56,8 +56,18 @@ from ._replica import (
     Unreadable,
     build_history,
     change_for,
-    interned_addrs,
     plan_batch,
+)
+from ._sqlite_rows import (
+    CHANGE_COLUMNS,
+    ENTRY_COLUMNS,
+    RowError,
+    change_from_row,
+    entry_from_row,
+    history_row,
+    lenient_text,
+    shown,
+    undecodable_text,
 )
 from ._sqlite_schema import (
     MigrationReport,
@@ -65,6 +75,7 @@ from ._sqlite_schema import (
     inspect_schema,
     latest_version,
     load_migrations,
+    refuse_damaged,
     translate,
 )
 
@@ -78,8 +89,10 @@ DEFAULT_BUSY_TIMEOUT = 5.0
 DEFAULT_POLL_INTERVAL = 0.1
 #: Change-log rows kept; a process that falls further behind reloads the whole table.
 DEFAULT_CHANGE_RETENTION = 100_000
+#: Files up to this size (MiB) get ``PRAGMA quick_check`` at every open (0: never).
+DEFAULT_QUICK_CHECK_MAX_MB = 256
 
-_ENTRY_COLUMNS = "name, uuid, addrs, revision, registered_at, expires_at, registrar"
+_ENTRY_COLUMNS = ENTRY_COLUMNS
 #: What an INSERT INTO entries does with a uid already stored.
 _ENTRY_UPSERT = (
     "ON CONFLICT (name, uuid) DO UPDATE SET addrs = excluded.addrs, "
@@ -98,6 +111,7 @@ class SQLiteOptions:
     busy_timeout: float = DEFAULT_BUSY_TIMEOUT
     poll_interval: float = DEFAULT_POLL_INTERVAL
     change_retention: int = DEFAULT_CHANGE_RETENTION
+    quick_check_max_mb: int = DEFAULT_QUICK_CHECK_MAX_MB
 
 
 def parse_sqlite_url(url: str) -> SQLiteOptions:
@@ -105,7 +119,8 @@ def parse_sqlite_url(url: str) -> SQLiteOptions:
 
     Options (query string): ``synchronous=normal|full`` (default full),
     ``busy_timeout=SECONDS`` (default 5), ``poll_interval=SECONDS`` (default 0.1),
-    ``change_retention=ROWS`` (default 100000).
+    ``change_retention=ROWS`` (default 100000), ``quick_check_max_mb=MIB`` (default 256;
+    0 turns the damage check at open off).
     """
     if not isinstance(url, str):
         raise BackendURLError(f"backend URL must be a str, got {url!r}")
@@ -146,10 +161,14 @@ def parse_sqlite_url(url: str) -> SQLiteOptions:
             opts[key] = positive_option(key, value)
         elif key == "change_retention":
             opts[key] = retention_option(key, value)
+        elif key == "quick_check_max_mb":
+            if not value.isdigit():
+                raise BackendURLError(f"{key}={value!r} must be an integer >= 0")
+            opts[key] = int(value)
         else:
             raise BackendURLError(
                 f"unknown sqlite option {key!r} in {url!r}; known: synchronous, busy_timeout, "
-                "poll_interval, change_retention"
+                "poll_interval, change_retention, quick_check_max_mb"
             )
     return SQLiteOptions(path=path, **opts)
 
@@ -160,58 +179,6 @@ def parse_sqlite_url(url: str) -> SQLiteOptions:
 def _addrs_json(entry: Entry) -> str:
     # Compact JSON arrays, e.g. [["127.0.0.1",1616]]
     return msgspec.json.encode(entry.addrs).decode()
-
-
-_Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
-_SocketFile = Annotated[str, msgspec.Meta(min_length=1, pattern="^[^/]+$")]
-# Typed decoding validates a row's addresses in C: at 100,000 rows json.loads plus
-# checks in Python was most of a cold start.
-_ADDRS_DECODER = msgspec.json.Decoder(tuple[tuple[str, _Port | _SocketFile], ...])
-
-
-def _decode_addrs(raw: object) -> tuple[AddrTuple, ...]:
-    if not isinstance(raw, str):
-        raise ValueError(f"addrs is not text: {raw!r}")
-    try:
-        items = _ADDRS_DECODER.decode(raw)
-    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-        raise ValueError(f"bad addrs {raw[:200]!r}: {exc}") from exc
-    if not items:
-        raise ValueError(f"addrs is not a non-empty list: {raw!r}")
-    return interned_addrs(items)
-
-
-def _entry_from_row(row: Sequence[Any]) -> Entry:
-    """A row (name, uuid, addrs, revision, registered_at, expires_at, registrar) as an Entry.
-
-    Raises ValueError for a row that was edited into something invalid.
-    """
-    name, uuid, addrs, revision, registered_at, expires_at, registrar = row
-    if not isinstance(name, str) or not name or not isinstance(uuid, str) or not uuid:
-        raise ValueError(f"bad uid {(name, uuid)!r}")
-    if type(revision) is not int:
-        raise ValueError(f"bad revision {revision!r}")
-    if type(registered_at) is not float:
-        registered_at = _finite(registered_at, "registered_at")
-    if type(expires_at) is not float:
-        expires_at = _finite(expires_at, "expires_at")
-    if not (math.isfinite(registered_at) and math.isfinite(expires_at)):
-        raise ValueError(f"bad times {(registered_at, expires_at)!r}")
-    return Entry(
-        name=name,
-        uuid=uuid,
-        addrs=_decode_addrs(addrs),
-        revision=revision,
-        registered_at=registered_at,
-        expires_at=expires_at,
-        registrar=sys.intern(registrar) if type(registrar) is str else "",
-    )
-
-
-def _finite(value: object, label: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"bad {label} {value!r}")
-    return float(value)
 
 
 # -- asyncio side (runs in the bridge thread) --------------------------------------------
@@ -273,9 +240,11 @@ async def _connect(path: str, busy_timeout: float) -> aiosqlite.Connection:
 
 
 async def _setup(conn: aiosqlite.Connection, path: str, opts: SQLiteOptions) -> MigrationReport:
-    # Inspect before any write so a foreign or newer database is left byte-for-byte alone.
+    # Inspect before any write so a foreign, newer or damaged database is left
+    # byte-for-byte alone.
     await inspect_schema(conn, path)
     await conn.execute(f"PRAGMA busy_timeout = {int(opts.busy_timeout * 1000)}")
+    await refuse_damaged(conn, path, opts.quick_check_max_mb * 1024 * 1024)
     # Switching to WAL needs a moment of exclusive access and SQLite answers BUSY at once
     # instead of using the busy handler: retry until busy_timeout like any other lock.
     deadline = asyncio.get_running_loop().time() + opts.busy_timeout
@@ -328,7 +297,10 @@ async def _snapshot_open(conn: aiosqlite.Connection, own_txn: bool) -> _Snapshot
     opened = False
     try:
         revision, seq, _ = await _head(conn)
-        cursor = await conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM entries ORDER BY revision")
+        # rowid last: the decoder takes the first seven columns, a skipped row is named by it
+        cursor = await conn.execute(
+            f"SELECT {_ENTRY_COLUMNS}, rowid FROM entries ORDER BY revision"
+        )
         opened = True
     finally:
         if own_txn and not opened:
@@ -376,32 +348,48 @@ async def _head(conn: aiosqlite.Connection) -> tuple[int, int, int | None]:
 
 async def _history_rows(conn: aiosqlite.Connection, upto_seq: int, limit: int) -> list[Any]:
     """The newest ``limit`` change rows up to ``upto_seq``, oldest first."""
-    rows = await conn.execute_fetchall(
-        "SELECT seq, store_revision, kind, name, uuid, addrs, reason FROM changes "
-        "WHERE seq <= ? ORDER BY seq DESC LIMIT ?",
+    rows = await _fetch_all(
+        conn,
+        f"SELECT {CHANGE_COLUMNS} FROM changes WHERE seq <= ? ORDER BY seq DESC LIMIT ?",
         (upto_seq, limit),
     )
-    return [tuple(r) for r in reversed(list(rows))]
+    rows.reverse()
+    return rows
 
 
-def _history_row(row: Sequence[Any]) -> HistoryRow | Unreadable:
-    seq, store_revision, kind, name, uuid, addrs, reason = row
-    if type(store_revision) is not int:
-        return None
+async def _fetch_all(
+    conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]
+) -> list[tuple[Any, ...]]:
+    """Every row of a query; text that is not UTF-8 switches the connection to lenient
+    reading (:func:`_use_lenient_text`) and the query runs again."""
     try:
-        if type(seq) is not int or not isinstance(name, str) or not isinstance(uuid, str):
-            raise ValueError("bad seq or uid")
-        if kind == "upsert":
-            row_addrs: tuple[AddrTuple, ...] | None = _decode_addrs(addrs)
-        elif kind == "delete":
-            # Deletion rows keep the addresses since this release; older ones have none.
-            row_addrs = None if addrs is None else _decode_addrs(addrs)
-        else:
-            raise ValueError(f"bad kind {kind!r}")
-    except ValueError:
-        return store_revision
-    reason_text = reason if isinstance(reason, str) else ""
-    return HistoryRow(seq, store_revision, kind, (name, uuid), row_addrs, reason_text)
+        rows = await conn.execute_fetchall(sql, params)
+    except sqlite3.OperationalError as exc:
+        if not undecodable_text(exc) or conn.text_factory is lenient_text:
+            raise
+        await _use_lenient_text(conn)
+        rows = await conn.execute_fetchall(sql, params)
+    return [tuple(r) for r in rows]
+
+
+def _bad_entry(row: Sequence[Any], exc: RowError) -> BadRow:
+    """A skipped ``entries`` row, named by its rowid (the snapshot's eighth column)."""
+    return BadRow(
+        "entry", "entries", f"rowid {row[7]} uid ({shown(row[0])}, {shown(row[1])})", str(exc)
+    )
+
+
+def _bad_change(row: Sequence[Any], exc: RowError) -> BadRow:
+    """A skipped ``changes`` row, named by its seq (the rowid)."""
+    return BadRow(
+        "change", "changes", f"seq {row[0]} uid ({shown(row[3])}, {shown(row[4])})", str(exc)
+    )
+
+
+async def _use_lenient_text(conn: aiosqlite.Connection) -> None:
+    """Read text that is not UTF-8 as :class:`BadText` on this connection from now on:
+    the rows holding it are then skipped one by one instead of failing every read."""
+    conn.text_factory = lenient_text
 
 
 async def _changes_since(conn: aiosqlite.Connection, seq: int) -> _Delta:
@@ -414,14 +402,12 @@ async def _changes_since(conn: aiosqlite.Connection, seq: int) -> _Delta:
         # Rows we never saw were pruned: the caller reloads, so fetching the rest of
         # the log would be wasted (each row fetched costs a GIL hand-over to this thread).
         return _Delta(gap=True)
-    rows = [
-        tuple(r)
-        for r in await conn.execute_fetchall(
-            "SELECT seq, store_revision, kind, name, uuid, addrs, revision, registered_at, "
-            "expires_at, registrar, reason FROM changes WHERE seq > ? ORDER BY seq",
-            (seq,),
-        )
-    ]
+    rows = await _fetch_all(
+        conn,
+        "SELECT seq, store_revision, kind, name, uuid, addrs, revision, registered_at, "
+        "expires_at, registrar, reason FROM changes WHERE seq > ? ORDER BY seq",
+        (seq,),
+    )
     if not rows or rows[0][0] != seq + 1:
         # Rows we never saw were pruned (or a seq was skipped by a rolled back insert):
         # tell the caller whether the log still covers everything after `seq`.
@@ -684,6 +670,7 @@ class SQLiteBackend(ReplicatedBackend):
     """
 
     scheme: str = "sqlite"
+    _log = log
 
     def __init__(
         self,
@@ -693,6 +680,7 @@ class SQLiteBackend(ReplicatedBackend):
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         change_retention: int = DEFAULT_CHANGE_RETENTION,
+        quick_check_max_mb: int = DEFAULT_QUICK_CHECK_MAX_MB,
         clock: Clock = DEFAULT_CLOCK,
     ) -> None:
         if synchronous not in SYNC_LEVELS:
@@ -703,6 +691,7 @@ class SQLiteBackend(ReplicatedBackend):
             busy_timeout=busy_timeout,
             poll_interval=poll_interval,
             change_retention=change_retention,
+            quick_check_max_mb=quick_check_max_mb,
         )
         super().__init__(clock=clock)
         self.path = path
@@ -712,8 +701,6 @@ class SQLiteBackend(ReplicatedBackend):
         self._sync_lock = trio.Lock()
         self._commits = 0
         self._encoding = "utf-8"
-        #: Rows found invalid at load/replay (skipped, logged).
-        self.skipped_rows = 0
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock = DEFAULT_CLOCK) -> Self:
@@ -724,6 +711,7 @@ class SQLiteBackend(ReplicatedBackend):
             busy_timeout=opts.busy_timeout,
             poll_interval=opts.poll_interval,
             change_retention=opts.change_retention,
+            quick_check_max_mb=opts.quick_check_max_mb,
             clock=clock,
         )
 
@@ -833,9 +821,38 @@ class SQLiteBackend(ReplicatedBackend):
     async def _reload(self) -> None:
         """Replace the view with the table. Everything is read first and swapped in
         without an await, so readers never see a half-loaded view, and a failed read
-        leaves the previous one in place."""
+        leaves the previous one in place. Rows that cannot be decoded are skipped."""
         conn = self._require_conn()
+        try:
+            loaded = await self._load(conn)
+        except sqlite3.OperationalError as exc:
+            if not undecodable_text(exc) or conn.text_factory is lenient_text:
+                raise translate(exc, self.path) from exc
+            await self._bridge.run(_use_lenient_text, conn)
+            loaded = await self._load(conn)
+        snap, entries, history, bad = loaded
+        for skipped in bad:
+            self._skip(skipped)
+        changes, floor = build_history(map(self._history_item, history), snap.revision)
+        del history
+        self._view.reset()
+        for entry in entries:  # in revision order: the view keeps each name's order
+            self._view.apply_upsert(entry)
+        del entries
+        self._seq = snap.seq
+        self._view.apply_revision(snap.revision)
+        self._view.start_history(snap.revision)
+        self._view.load_history(changes, floor)
+
+    async def _load(
+        self, conn: aiosqlite.Connection
+    ) -> tuple[_Snapshot, list[Entry], list[tuple[Any, ...]], list[BadRow]]:
+        """Read every entry (decoded; the rows that fail, as BadRow) and the history rows.
+
+        Raises the driver's OperationalError for text that is not UTF-8 (the caller
+        switches to lenient reading and loads again), other errors translated."""
         entries: list[Entry] = []
+        bad: list[BadRow] = []
         # Inside a write transaction (a writer that fell behind) the snapshot is that
         # transaction's, and its owner ends it.
         own_txn = not conn.in_transaction
@@ -845,16 +862,17 @@ class SQLiteBackend(ReplicatedBackend):
             while rows := await self._bridge.run(_snapshot_page, snap):
                 for row in rows:
                     try:
-                        entries.append(_entry_from_row(row))
-                    except (ValueError, TypeError) as exc:
-                        self.skipped_rows += 1
-                        log.error("%s: skipping invalid row %r: %s", self.path, row[:2], exc)
+                        entries.append(entry_from_row(row))
+                    except RowError as exc:
+                        bad.append(_bad_entry(row, exc))
                 del rows
             # Watchers resume across a restart: the retained change rows are the history.
             history = await self._bridge.run(_history_rows, conn, snap.seq, _HISTORY_ROWS)
         except TractorRegError:
             raise
         except Exception as exc:
+            if undecodable_text(exc):
+                raise
             raise translate(exc, self.path) from exc
         finally:
             with trio.CancelScope(shield=True):
@@ -866,16 +884,14 @@ class SQLiteBackend(ReplicatedBackend):
                 except Exception as exc:  # noqa: BLE001 - a read-only snapshot: nothing to lose
                     log.warning("%s: ending the snapshot read failed: %s", self.path, exc)
         assert snap is not None  # the try above either set it or raised
-        changes, floor = build_history(map(_history_row, history), snap.revision)
-        del history
-        self._view.reset()
-        for entry in entries:  # in revision order: the view keeps each name's order
-            self._view.apply_upsert(entry)
-        del entries
-        self._seq = snap.seq
-        self._view.apply_revision(snap.revision)
-        self._view.start_history(snap.revision)
-        self._view.load_history(changes, floor)
+        return snap, entries, history, bad
+
+    def _history_item(self, row: Sequence[Any]) -> HistoryRow | Unreadable:
+        try:
+            return history_row(change_from_row(row))
+        except RowError as exc:
+            self._skip(_bad_change(row, exc))
+            return row[1] if type(row[1]) is int else None
 
     async def _apply_delta(self, delta: _Delta) -> None:
         if delta.gap:
@@ -884,19 +900,23 @@ class SQLiteBackend(ReplicatedBackend):
             return
         top_revision = 0
         for row in delta.rows:
-            seq, store_revision, kind, name, uuid = row[:5]
-            self._seq = int(seq)
-            top_revision = max(top_revision, int(store_revision))
-            change = change_for(str(kind), str(row[10] or ""), int(store_revision))
+            # seq is the rowid (INTEGER PRIMARY KEY): always an integer
+            self._seq = int(row[0])
             try:
-                if kind == "delete":
-                    self._view.apply_delete((name, uuid), change)
-                else:
-                    self._view.apply_upsert(_entry_from_row((name, uuid, *row[5:10])), change)
-            except (ValueError, TypeError) as exc:
-                self.skipped_rows += 1
-                log.error("%s: skipping invalid change #%s: %s", self.path, seq, exc)
+                change = change_from_row(row)
+            except RowError as exc:
+                self._skip(_bad_change(row, exc))
+                continue
+            top_revision = max(top_revision, change.store_revision)
+            visible = change_for(change.kind, change.reason, change.store_revision)
+            if change.entry is None:
+                self._view.apply_delete(change.uid, visible)
+            else:
+                self._view.apply_upsert(change.entry, visible)
         self._view.apply_revision(max(top_revision, delta.revision))
+
+    def _where(self) -> str:
+        return self.path
 
     # -- writes --------------------------------------------------------------------------
 
