@@ -8,6 +8,7 @@ import inspect
 import logging
 import os
 import runpy
+import secrets
 import socket
 import ssl
 import sys
@@ -49,7 +50,7 @@ from ._ipc import (
 )
 from ._msg import Call, CancelCall, Error, Handshake, Return
 from ._portal import LocalPortal, Portal
-from ._security import NONCE_SIZE, Security
+from ._security import LEASE_TOKEN_SIZE, NONCE_SIZE, Security
 from ._util import collapse_eg
 
 log = logging.getLogger("tractor_reg.actor")
@@ -185,6 +186,10 @@ class Actor:
         # Created up front: a cancel that arrives while booting must still end the body.
         self._root_scope = trio.CancelScope()
         self._registered_with: Address | None = None
+        # The lease token that owns this actor's registration, at every registrar: made
+        # here rather than taken from the first answer, so that a registration whose
+        # answer was lost (cancelled in flight) can still be renewed and unregistered.
+        self._lease_token = secrets.token_bytes(LEASE_TOKEN_SIZE)
         # the registrar a registration is in flight at (it may land even if cancelled)
         self._registering_at: Address | None = None
         self._lease_scope = trio.CancelScope()
@@ -629,6 +634,7 @@ class Actor:
                     uid=list(self.uid),
                     addr=addrs,
                     ttl=self.lease_ttl,
+                    token=self._lease_token,
                 )
             except REGISTRY_ERRORS as exc:
                 self._log_registry_failure("registering at %s failed: %s", reg, exc)
@@ -694,6 +700,7 @@ class Actor:
                     "renew_lease",
                     deadline=min(self.call_timeout, self.renew_interval),
                     uid=list(self.uid),
+                    token=self._lease_token,
                     ttl=self.lease_ttl,
                 )
             except REGISTRY_ERRORS as exc:
@@ -715,7 +722,9 @@ class Actor:
             return
         self._registered_with = self._registering_at = None
         try:
-            await self.registry_call(reg, "unregister_actor", uid=list(self.uid))
+            await self.registry_call(
+                reg, "unregister_actor", uid=list(self.uid), token=self._lease_token
+            )
         except REGISTRY_ERRORS as exc:
             log.debug("%r: unregister at %s failed: %s", self, reg, exc)
 

@@ -46,7 +46,7 @@ from .._exceptions import (
     StoreUnavailable,
     TractorRegError,
 )
-from ._base import DEFAULT_CLOCK, AddrTuple, Clock, Entry, Uid
+from ._base import DEFAULT_CLOCK, OWNER_DIGEST_SIZE, AddrTuple, Clock, Entry, Uid
 from ._open import positive_option, retention_option
 from ._replica import (
     HistoryRow,
@@ -80,11 +80,15 @@ DEFAULT_POLL_INTERVAL = 0.1
 DEFAULT_CHANGE_RETENTION = 100_000
 
 _ENTRY_COLUMNS = "name, uuid, addrs, revision, registered_at, expires_at, registrar"
+#: The columns the backend reads and writes (``owner`` exists from schema version 3;
+#: ``_ENTRY_COLUMNS`` alone reads a file of any version).
+_OWNED_COLUMNS = _ENTRY_COLUMNS + ", owner"
 #: What an INSERT INTO entries does with a uid already stored.
 _ENTRY_UPSERT = (
     "ON CONFLICT (name, uuid) DO UPDATE SET addrs = excluded.addrs, "
     "revision = excluded.revision, registered_at = excluded.registered_at, "
-    "expires_at = excluded.expires_at, registrar = excluded.registrar"
+    "expires_at = excluded.expires_at, registrar = excluded.registrar, "
+    "owner = excluded.owner"
 )
 
 
@@ -182,11 +186,17 @@ def _decode_addrs(raw: object) -> tuple[AddrTuple, ...]:
 
 
 def _entry_from_row(row: Sequence[Any]) -> Entry:
-    """A row (name, uuid, addrs, revision, registered_at, expires_at, registrar) as an Entry.
+    """A row (name, uuid, addrs, revision, registered_at, expires_at, registrar[, owner])
+    as an Entry.
 
-    Raises ValueError for a row that was edited into something invalid.
+    Raises ValueError for a row that was edited into something invalid. An owner that is
+    not a 32-byte digest (edited, or NULL) leaves the entry unowned: its next
+    registration adopts it.
     """
-    name, uuid, addrs, revision, registered_at, expires_at, registrar = row
+    name, uuid, addrs, revision, registered_at, expires_at, registrar = row[:7]
+    owner = row[7] if len(row) > 7 else b""
+    if type(owner) is not bytes or len(owner) != OWNER_DIGEST_SIZE:
+        owner = b""
     if not isinstance(name, str) or not name or not isinstance(uuid, str) or not uuid:
         raise ValueError(f"bad uid {(name, uuid)!r}")
     if type(revision) is not int:
@@ -205,6 +215,7 @@ def _entry_from_row(row: Sequence[Any]) -> Entry:
         registered_at=registered_at,
         expires_at=expires_at,
         registrar=sys.intern(registrar) if type(registrar) is str else "",
+        owner=owner,
     )
 
 
@@ -328,7 +339,7 @@ async def _snapshot_open(conn: aiosqlite.Connection, own_txn: bool) -> _Snapshot
     opened = False
     try:
         revision, seq, _ = await _head(conn)
-        cursor = await conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM entries ORDER BY revision")
+        cursor = await conn.execute(f"SELECT {_OWNED_COLUMNS} FROM entries ORDER BY revision")
         opened = True
     finally:
         if own_txn and not opened:
@@ -418,7 +429,7 @@ async def _changes_since(conn: aiosqlite.Connection, seq: int) -> _Delta:
         tuple(r)
         for r in await conn.execute_fetchall(
             "SELECT seq, store_revision, kind, name, uuid, addrs, revision, registered_at, "
-            "expires_at, registrar, reason FROM changes WHERE seq > ? ORDER BY seq",
+            "expires_at, registrar, reason, owner FROM changes WHERE seq > ? ORDER BY seq",
             (seq,),
         )
     ]
@@ -447,8 +458,8 @@ async def _rollback(conn: aiosqlite.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
-_LOG_ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-#: SQLite allows 32,766 bound values per statement; a change row takes 11.
+_LOG_ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: SQLite allows 32,766 bound values per statement; a change row takes 12.
 _LOG_ROWS_PER_STATEMENT = 2_000
 
 
@@ -468,16 +479,16 @@ class _Write:
         return [_addrs_json(e) for e, _ in self.upserts]
 
     def entry_rows(self) -> list[tuple[Any, ...]]:
-        """The ``entries`` rows of the upserts, in ``_ENTRY_COLUMNS`` order."""
+        """The ``entries`` rows of the upserts, in ``_OWNED_COLUMNS`` order."""
         return [
-            (e.name, e.uuid, text, e.revision, e.registered_at, e.expires_at, e.registrar)
+            (e.name, e.uuid, text, e.revision, e.registered_at, e.expires_at, e.registrar, e.owner)
             for (e, _), text in zip(self.upserts, self.addrs_text, strict=True)
         ]
 
     def log_rows(self) -> list[tuple[Any, ...]]:
         """The change rows (without seq and committed_at): deletions, then upserts."""
         return [
-            (self.revision, "delete", uid[0], uid[1], text, None, None, None, None, reason)
+            (self.revision, "delete", uid[0], uid[1], text, None, None, None, None, reason, None)
             for (uid, reason), text in zip(self.deletes, self.deleted_addrs, strict=True)
         ] + [
             (
@@ -491,6 +502,7 @@ class _Write:
                 e.expires_at,
                 e.registrar,
                 reason,
+                e.owner,
             )
             for (e, reason), text in zip(self.upserts, self.addrs_text, strict=True)
         ]
@@ -507,7 +519,7 @@ async def _write_commit(conn: aiosqlite.Connection, write: _Write) -> int:
             )
         if write.upserts:
             await conn.executemany(
-                f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO entries ({_OWNED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 + _ENTRY_UPSERT,
                 write.entry_rows(),
             )
@@ -520,7 +532,7 @@ async def _write_commit(conn: aiosqlite.Connection, write: _Write) -> int:
             params = [value for log_row in chunk for value in (*log_row, write.now)]
             returned = await conn.execute_fetchall(
                 "INSERT INTO changes (store_revision, kind, name, uuid, addrs, revision, "
-                "registered_at, expires_at, registrar, reason, committed_at) VALUES "
+                "registered_at, expires_at, registrar, reason, owner, committed_at) VALUES "
                 + ",".join([_LOG_ROW_PLACEHOLDERS] * len(chunk))
                 + " RETURNING seq",
                 params,
@@ -561,6 +573,8 @@ def _sql_literal(value: object, encoding: str) -> str:
     """
     if value is None:
         return "NULL"
+    if type(value) is bytes:
+        return "X'" + value.hex() + "'"
     if isinstance(value, str):
         try:
             data = str.encode(value, encoding)
@@ -623,7 +637,7 @@ def _write_script(
         ]
     if write.upserts:
         parts.append(
-            f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES "
+            f"INSERT INTO entries ({_OWNED_COLUMNS}) VALUES "
             + _rows_sql(write.entry_rows(), encoding)
             + " "
             + _ENTRY_UPSERT
@@ -631,7 +645,7 @@ def _write_script(
     if numbered:
         parts.append(
             "INSERT INTO changes (seq, store_revision, kind, name, uuid, addrs, revision, "
-            "registered_at, expires_at, registrar, reason, committed_at) VALUES "
+            "registered_at, expires_at, registrar, reason, owner, committed_at) VALUES "
             + _rows_sql(numbered, encoding)
         )
     parts.append(f"UPDATE meta SET value = {int(write.revision)} WHERE key = 'revision'")
@@ -892,7 +906,9 @@ class SQLiteBackend(ReplicatedBackend):
                 if kind == "delete":
                     self._view.apply_delete((name, uuid), change)
                 else:
-                    self._view.apply_upsert(_entry_from_row((name, uuid, *row[5:10])), change)
+                    self._view.apply_upsert(
+                        _entry_from_row((name, uuid, *row[5:10], row[11])), change
+                    )
             except (ValueError, TypeError) as exc:
                 self.skipped_rows += 1
                 log.error("%s: skipping invalid change #%s: %s", self.path, seq, exc)
