@@ -9,6 +9,7 @@ chosen identity, standing in for a live actor when the registrar probes an addre
 from __future__ import annotations
 
 import os
+import secrets
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -78,9 +79,15 @@ class RawPeer:
         return msg
 
     async def handshake(
-        self, name: str, uuid: str, accept_addrs: list[Any] | None = None
+        self,
+        name: str,
+        uuid: str,
+        accept_addrs: list[Any] | None = None,
+        secret: bytes | None = None,
     ) -> tractor_reg.Aid:
-        return await self.chan.handshake(hello(name, uuid, accept_addrs), 5.0)
+        """Hello as ``(name, uuid)``; with ``secret``, prove it as an actor would."""
+        auth = {} if secret is None else {"auth": True, "nonce": secrets.token_bytes(32)}
+        return await self.chan.handshake(hello(name, uuid, accept_addrs, **auth), 5.0, secret)
 
     async def send_call(self, ns: str, func: str, **kwargs: Any) -> int:
         cid = self._next_cid
@@ -151,10 +158,11 @@ async def client(
     name: str = "client",
     uuid: str | None = None,
     accept_addrs: list[Any] | None = None,
+    secret: bytes | None = None,
 ) -> AsyncIterator[RawPeer]:
     """A well-behaved connection to ``addr``, handshaken as ``(name, uuid)``."""
     async with raw_peer(addr) as peer:
-        await peer.handshake(name, uuid or f"{name}-uuid", accept_addrs)
+        await peer.handshake(name, uuid or f"{name}-uuid", accept_addrs, secret)
         # One round trip: once answered, the actor has surely taken our handshake in.
         reply = await peer.call("self", "ping")
         assert isinstance(reply, Return), reply
