@@ -24,6 +24,9 @@ FORGED = secrets.token_bytes(32)
 def attempts(uid: list[str], mine: list[Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """(label, endpoint, kwargs) of every attempt on ``uid``; ``mine``: our own address."""
     return [
+        # as before ownership: no token at all
+        ("unregister-no-token", "unregister_actor", {"uid": uid}),
+        ("renew-no-token", "renew_lease", {"uid": uid, "ttl": 3600.0}),
         ("unregister", "unregister_actor", {"uid": uid, "token": FORGED}),
         ("renew", "renew_lease", {"uid": uid, "token": FORGED, "ttl": 3600.0}),
         ("add-address", "register_actor", {"uid": uid, "addr": [mine]}),
@@ -38,8 +41,10 @@ def attempts(uid: list[str], mine: list[Any]) -> list[tuple[str, str, dict[str, 
 
 
 async def main(args: argparse.Namespace) -> None:
-    with open(args.secret_file, "rb") as fh:
-        secret = fh.read().strip()
+    secret = None
+    if args.secret_file is not None:
+        with open(args.secret_file, "rb") as fh:
+            secret = fh.read().strip()
     uid = [args.name, args.uuid]
     mine = ["127.0.0.1", args.own_port]
     # Hello as the victim: before ownership, a declared uid was all the registrar checked.
@@ -59,6 +64,6 @@ if __name__ == "__main__":
     parser.add_argument("registry", type=tractor_reg.parse_address)
     parser.add_argument("name")
     parser.add_argument("uuid")
-    parser.add_argument("--secret-file", required=True)
+    parser.add_argument("--secret-file", default=None)
     parser.add_argument("--own-port", type=int, required=True)
     trio.run(main, parser.parse_args())
