@@ -576,6 +576,11 @@ async def fuzz_once(actor: Registrar, addr: tractor_reg.TCPAddress, fc: FuzzCall
                     f"{fc.func}(**{kwargs!r}) answered {reply.type_name}: {reply.message}\n"
                     f"{reply.traceback}"
                 )
+            if fc.func == "register_actor" and isinstance(reply, Return):
+                # Any uid not registered yet may be claimed by anyone: the fuzzer's claim
+                # (it owns the token) is the one entry it made; remove it.
+                uid = kwargs["uid"]
+                await actor.backend.unregister((uid[0], uid[1]))
             # The channel survived, and well-formed calls on it still work.
             assert await peer.reg("ping") == [actor.name, actor.uuid]
             # Whoever owns ME now (a fuzzed token may have claimed it): an admin removal.

@@ -251,16 +251,20 @@ async def test_latest_registered_is_decided_by_the_store_revision(store: Store) 
                     views = [view_of(await p.reg("list_entries")) for p in (via_a, via_b)]
                     assert views[0] == views[1]
 
-                with spawn(joiner_argv("x", str(a))) as x1:
+                token_of: dict[str, bytes] = {}
+                with spawn([*joiner_argv("x", str(a)), "--print-token"]) as x1:
+                    token_of["x1"] = bytes.fromhex((await x1.await_line("TOKEN")).split()[1])
                     uuid_of["x1"], addrs_of["x1"] = await await_joiner(x1)
                     revisions.append(await revision_at(via_a, "x1"))
                     await latest_through_both("x1", a)
-                    with spawn(joiner_argv("x", str(b))) as x2:
+                    with spawn([*joiner_argv("x", str(b)), "--print-token"]) as x2:
+                        token_of["x2"] = bytes.fromhex((await x2.await_line("TOKEN")).split()[1])
                         uuid_of["x2"], addrs_of["x2"] = await await_joiner(x2)
                         revisions.append(await revision_at(via_b, "x2"))
                         await latest_through_both("x2", b)
                         assert addrs_of["x1"] != addrs_of["x2"]
-                        # a registration again of a uid already there moves it to the front
+                        # a registration again of a uid already there (by its owner,
+                        # with its lease token) moves it to the front
                         for key, at in (("x1", b), ("x2", a), ("x1", a)):
                             async with client(at, "x", uuid_of[key]) as me:
                                 answer = await me.reg(
@@ -268,6 +272,7 @@ async def test_latest_registered_is_decided_by_the_store_revision(store: Store) 
                                     uid=["x", uuid_of[key]],
                                     addr=addrs_of[key],
                                     ttl=60,
+                                    token=token_of[key],
                                 )
                             revisions.append(answer["revision"])
                             await latest_through_both(key, at)
