@@ -167,6 +167,8 @@ class RawPeer:
         self.chan = chan
         self.uid = uid
         self._cid = 0
+        # The lease token that owns this uid's registration (the first answer's).
+        self.token: bytes | None = None
 
     async def call(self, func: str, **kwargs: Any) -> Any:
         """One ``self.func(**kwargs)`` call; its return value (an Error raises BenchError)."""
@@ -181,7 +183,14 @@ class RawPeer:
                 raise BenchError(f"{func} as {self.uid} failed: {msg.type_name}: {msg.message}")
 
     async def register(self, addr: list[Any]) -> Any:
-        return await self.call("register_actor", uid=list(self.uid), addr=[addr], ttl=LEASE_TTL)
+        answer = await self.call(
+            "register_actor", uid=list(self.uid), addr=[addr], ttl=LEASE_TTL, token=self.token
+        )
+        self.token = answer["token"]
+        return answer
+
+    async def unregister(self) -> Any:
+        return await self.call("unregister_actor", uid=list(self.uid), token=self.token)
 
     async def aclose(self) -> None:
         await self.chan.aclose()

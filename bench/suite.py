@@ -1314,7 +1314,7 @@ class Suite:
             return await peer.register(["127.0.0.1", STORM_BASE_PORT + i])
 
         async def unregister(i: int, peer: RawPeer) -> object:
-            return await peer.call("unregister_actor", uid=list(peer.uid))
+            return await peer.unregister()
 
         m = res.metric(
             f"storm.{size}.{backend}",

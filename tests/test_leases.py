@@ -91,8 +91,10 @@ class _SlowAckBackend(tractor_reg.backends.MemoryBackend):
     """Deletes at once but acknowledges an unregister late: the window in which a dying
     actor's lease loop used to register it again."""
 
-    async def unregister(self, uid: tuple[str, str]) -> tractor_reg.backends.Entry | None:
-        removed = await super().unregister(uid)
+    async def unregister(
+        self, uid: tuple[str, str], *, owner: bytes | None = None
+    ) -> tractor_reg.backends.Entry | None:
+        removed = await super().unregister(uid, owner=owner)
         await trio.sleep(0.2)
         return removed
 

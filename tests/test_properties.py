@@ -472,6 +472,10 @@ def param_strategies(
         # never the registrar's own name or uuid: a forced admin removal of it is allowed
         "target": st.one_of(st.sampled_from(NAMES), junk),
         "force": st.one_of(st.booleans(), junk),
+        # a well-formed token owns nothing here unless it is the one ME registered with
+        "token": st.one_of(
+            st.none(), st.binary(min_size=32, max_size=32), st.binary(max_size=40), junk
+        ),
     }
 
 
@@ -548,6 +552,7 @@ async def registrar(addr: tractor_reg.TCPAddress) -> AsyncIterator[tractor_reg.A
 
 
 async def fuzz_once(actor: Registrar, addr: tractor_reg.TCPAddress, fc: FuzzCall) -> None:
+    await actor.backend.unregister(ME)  # an earlier example's registration, if any
     before = _others(await actor.backend.entries())
     with trio.fail_after(10):
         async with client(addr, *ME) as peer:
@@ -571,9 +576,15 @@ async def fuzz_once(actor: Registrar, addr: tractor_reg.TCPAddress, fc: FuzzCall
                     f"{fc.func}(**{kwargs!r}) answered {reply.type_name}: {reply.message}\n"
                     f"{reply.traceback}"
                 )
+            if fc.func == "register_actor" and isinstance(reply, Return):
+                # Any uid not registered yet may be claimed by anyone: the fuzzer's claim
+                # (it owns the token) is the one entry it made; remove it.
+                uid = kwargs["uid"]
+                await actor.backend.unregister((uid[0], uid[1]))
             # The channel survived, and well-formed calls on it still work.
             assert await peer.reg("ping") == [actor.name, actor.uuid]
-            await peer.reg("unregister_actor", uid=list(ME))
+            # Whoever owns ME now (a fuzzed token may have claimed it): an admin removal.
+            await actor.backend.unregister(ME)
         assert _others(await actor.backend.entries()) == before
         # The registrar still serves a fresh client.
         async with client(addr, "control", str(uuidlib.uuid4())) as ctl:

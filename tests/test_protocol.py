@@ -567,6 +567,8 @@ async def test_remote_exception_keeps_channel(reg_addr: tractor_reg.TCPAddress) 
 
 ME = ["wrong-args", "wrong-args-uuid"]
 GOOD_ADDR = [["127.0.0.1", 9]]
+#: Well-formed (32 bytes) but owning nothing.
+TOKEN = bytes(range(32))
 
 
 @pytest.mark.parametrize(
@@ -608,15 +610,26 @@ GOOD_ADDR = [["127.0.0.1", 9]]
         ("register_actor", {"uid": ME, "addr": GOOD_ADDR, "ttl": math.inf}),
         ("register_actor", {"uid": ME, "addr": GOOD_ADDR, "ttl": math.nan}),
         ("register_actor", {"uid": ME, "addr": GOOD_ADDR, "ttl": [1]}),
-        ("renew_lease", {"uid": ME, "ttl": -5}),
-        ("renew_lease", {"uid": ME, "ttl": "soon"}),
-        ("renew_lease", {"uid": ME, "ttl": 0}),
-        ("renew_lease", {"uid": ME, "ttl": math.nan}),
-        ("renew_lease", {"uid": ME, "ttl": math.inf}),
-        ("renew_lease", {"uid": ME, "ttl": True}),
-        ("renew_lease", {"uid": "wrong-args"}),
-        ("unregister_actor", {"uid": 42}),
-        ("unregister_actor", {"uid": [ME[0]]}),
+        ("renew_lease", {"uid": ME, "token": TOKEN, "ttl": -5}),
+        ("renew_lease", {"uid": ME, "token": TOKEN, "ttl": "soon"}),
+        ("renew_lease", {"uid": ME, "token": TOKEN, "ttl": 0}),
+        ("renew_lease", {"uid": ME, "token": TOKEN, "ttl": math.nan}),
+        ("renew_lease", {"uid": ME, "token": TOKEN, "ttl": math.inf}),
+        ("renew_lease", {"uid": ME, "token": TOKEN, "ttl": True}),
+        ("renew_lease", {"uid": "wrong-args", "token": TOKEN}),
+        ("unregister_actor", {"uid": 42, "token": TOKEN}),
+        ("unregister_actor", {"uid": [ME[0]], "token": TOKEN}),
+        # a lease token is exactly 32 bytes (register_actor: or None)
+        ("register_actor", {"uid": ME, "addr": GOOD_ADDR, "token": TOKEN[:31]}),
+        ("register_actor", {"uid": ME, "addr": GOOD_ADDR, "token": TOKEN + b"x"}),
+        ("register_actor", {"uid": ME, "addr": GOOD_ADDR, "token": TOKEN.hex()}),
+        ("register_actor", {"uid": ME, "addr": GOOD_ADDR, "token": b""}),
+        ("register_actor", {"uid": ME, "addr": GOOD_ADDR, "token": list(TOKEN)}),
+        ("renew_lease", {"uid": ME, "token": None}),
+        ("renew_lease", {"uid": ME, "token": TOKEN[:16]}),
+        ("renew_lease", {"uid": ME, "token": 7}),
+        ("unregister_actor", {"uid": ME, "token": None}),
+        ("unregister_actor", {"uid": ME, "token": "x" * 32}),
         # name is not a (non-empty) str
         ("find_actor", {"name": 5}),
         ("find_actor", {"name": ""}),
@@ -655,7 +668,9 @@ async def test_registry_call_invalid_arguments(
         ("register_actor", {}),
         ("register_actor", {"uid": ME}),
         ("unregister_actor", {}),
+        ("unregister_actor", {"uid": ME}),
         ("renew_lease", {}),
+        ("renew_lease", {"uid": ME, "ttl": 1.0}),
         ("find_actor", {}),
         ("find_actors", {}),
         ("wait_for_actor", {}),
@@ -781,16 +796,20 @@ async def test_register_and_unregister_someone_else_is_denied(
             attempts: list[tuple[str, dict[str, Any]]] = [
                 ("register_actor", {"uid": v_uid, "addr": [["127.0.0.1", 10]]}),
                 ("register_actor", {"uid": v_uid, "addr": [["127.0.0.1", 9]], "ttl": 0.01}),
-                ("unregister_actor", {"uid": v_uid}),
-                ("unregister_actor", {"uid": ("victim", "victim-uuid")}),
-                ("renew_lease", {"uid": v_uid, "ttl": 0.01}),
-                ("unregister_actor", {"uid": ["root", tractor_reg.current_actor().uuid]}),
+                ("register_actor", {"uid": v_uid, "addr": [["127.0.0.1", 10]], "token": TOKEN}),
+                ("unregister_actor", {"uid": v_uid, "token": TOKEN}),
+                ("unregister_actor", {"uid": ("victim", "victim-uuid"), "token": TOKEN}),
+                ("renew_lease", {"uid": v_uid, "ttl": 0.01, "token": TOKEN}),
+                (
+                    "unregister_actor",
+                    {"uid": ["root", tractor_reg.current_actor().uuid], "token": TOKEN},
+                ),
             ]
             for func, kwargs in attempts:
                 reply = await mallory.call("self", func, **kwargs)
                 assert isinstance(reply, Error), (func, reply)
                 assert reply.type_name == "PermissionDenied", (func, reply)
-                assert "own uid" in reply.message
+                assert "lease token presented does not match" in reply.message
             assert await snapshot() == before
             assert await mallory.reg("find_actor", name="victim") == [["127.0.0.1", 9]]
             # The victim itself still may.

@@ -72,7 +72,12 @@ async def register_self(reg: Addr, ttl: float = 5.0) -> dict[str, Any]:
     """The in-test root registers its own uid again, through ``reg``."""
     me = tractor_reg.current_actor()
     answer: dict[str, Any] = await ask(
-        reg, "register_actor", uid=list(me.uid), addr=[list(a) for a in me.accept_addrs], ttl=ttl
+        reg,
+        "register_actor",
+        uid=list(me.uid),
+        addr=[list(a) for a in me.accept_addrs],
+        ttl=ttl,
+        token=me._lease_token,
     )
     return answer
 

@@ -55,6 +55,7 @@ from tests.procs import (
 from tests.redis_servers import REDIS_SERVER, RedisServer, redis_server, redis_url
 from tests.rpc_targets.funcs import whoami
 from tests.rpc_targets.hostile import RawPeer, client
+from tractor_reg._msg import Error
 
 # -- the stores -----------------------------------------------------------------------------
 
@@ -250,16 +251,20 @@ async def test_latest_registered_is_decided_by_the_store_revision(store: Store) 
                     views = [view_of(await p.reg("list_entries")) for p in (via_a, via_b)]
                     assert views[0] == views[1]
 
-                with spawn(joiner_argv("x", str(a))) as x1:
+                token_of: dict[str, bytes] = {}
+                with spawn([*joiner_argv("x", str(a)), "--print-token"]) as x1:
+                    token_of["x1"] = bytes.fromhex((await x1.await_line("TOKEN")).split()[1])
                     uuid_of["x1"], addrs_of["x1"] = await await_joiner(x1)
                     revisions.append(await revision_at(via_a, "x1"))
                     await latest_through_both("x1", a)
-                    with spawn(joiner_argv("x", str(b))) as x2:
+                    with spawn([*joiner_argv("x", str(b)), "--print-token"]) as x2:
+                        token_of["x2"] = bytes.fromhex((await x2.await_line("TOKEN")).split()[1])
                         uuid_of["x2"], addrs_of["x2"] = await await_joiner(x2)
                         revisions.append(await revision_at(via_b, "x2"))
                         await latest_through_both("x2", b)
                         assert addrs_of["x1"] != addrs_of["x2"]
-                        # a registration again of a uid already there moves it to the front
+                        # a registration again of a uid already there (by its owner,
+                        # with its lease token) moves it to the front
                         for key, at in (("x1", b), ("x2", a), ("x1", a)):
                             async with client(at, "x", uuid_of[key]) as me:
                                 answer = await me.reg(
@@ -267,6 +272,7 @@ async def test_latest_registered_is_decided_by_the_store_revision(store: Store) 
                                     uid=["x", uuid_of[key]],
                                     addr=addrs_of[key],
                                     ttl=60,
+                                    token=token_of[key],
                                 )
                             revisions.append(answer["revision"])
                             await latest_through_both(key, at)
@@ -522,3 +528,79 @@ async def test_sigkill_in_a_storm_loses_no_acknowledged_registration(store: Stor
     # a committed-but-unanswered write may be there too, never an unknown uid
     assert all(0 <= int(uuid) < STORM_COUNT for uuid in stored)
     assert store.integrity() == "ok"
+
+
+# -- a registration is owned by its lease token, whichever registrar issued it ------------------
+
+
+async def test_a_lease_token_from_one_registrar_is_honoured_by_the_other(store: Store) -> None:
+    """Registrars sharing a store keep only the token's hash in it, so each verifies the
+    tokens the other issued: the owner renews, changes and unregisters through B what it
+    registered through A, and a forged token is refused by both."""
+    forged = bytes(32)
+    uid = ["shared-owned", f"owned-{uuidlib.uuid4().hex[:8]}"]
+    with registrars(store.url()) as regs:
+        (a, proc_a), (b, proc_b) = regs
+        with trio.fail_after(store.limit(sqlite=20, redis=25)):
+            async with client(a, "owner", "owner-1") as at_a:
+                answer = await at_a.reg("register_actor", uid=uid, addr=[["127.0.0.1", 9]])
+                token = answer["token"]
+
+            async def entry_at(reg: tractor_reg.TCPAddress) -> dict[str, Any] | None:
+                async with reader(reg, "owned") as peer:
+                    found = await peer.reg("list_entries")
+                return next((e for e in found if e["uuid"] == uid[1]), None)
+
+            seen = await eventually(
+                "B sees the registration made through A",
+                partial(entry_at, b),
+                lambda e: e is not None,
+                10,
+                proc_a,
+                proc_b,
+            )
+            before = (seen or {}).get("addrs"), (seen or {}).get("revision")
+            for reg in (a, b):
+                async with client(reg, "forger", "forger-1") as forger:
+                    attempts: list[tuple[str, dict[str, Any]]] = [
+                        ("renew_lease", {"uid": uid, "token": forged}),
+                        ("unregister_actor", {"uid": uid, "token": forged}),
+                        ("register_actor", {"uid": uid, "addr": [["127.0.0.1", 10]]}),
+                        (
+                            "register_actor",
+                            {"uid": uid, "addr": [["127.0.0.1", 10]], "token": forged},
+                        ),
+                    ]
+                    for func, kwargs in attempts:
+                        reply = await forger.call("self", func, **kwargs)
+                        assert isinstance(reply, Error), (reg, func, reply)
+                        assert reply.type_name == "PermissionDenied", (reg, func, reply)
+                for where in (a, b):
+                    now = await entry_at(where)
+                    assert now is not None and (now["addrs"], now["revision"]) == before
+
+            # The owner, through B, with the token A issued.
+            async with client(b, "owner", "owner-2") as at_b:
+                assert await at_b.reg("renew_lease", uid=uid, token=token, ttl=30.0) is True
+                changed = await at_b.reg(
+                    "register_actor", uid=uid, addr=[["127.0.0.1", 10]], token=token
+                )
+                assert changed["token"] == token
+            await eventually(
+                "A sees the change made through B",
+                partial(entry_at, a),
+                lambda e: e is not None and e["addrs"] == [["127.0.0.1", 9], ["127.0.0.1", 10]],
+                10,
+                proc_a,
+                proc_b,
+            )
+            async with client(b, "owner", "owner-3") as at_b:
+                assert await at_b.reg("unregister_actor", uid=uid, token=token) is True
+            await eventually(
+                "A sees the unregistration made through B",
+                partial(entry_at, a),
+                lambda e: e is None,
+                10,
+                proc_a,
+                proc_b,
+            )

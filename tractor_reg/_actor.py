@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import runpy
+import secrets
 import socket
 import ssl
 import sys
@@ -53,7 +54,7 @@ from ._ipc import (
 from ._msg import Call, CancelCall, Error, Handshake, Return
 from ._peerlog import DEFAULT_PEER_LOG_INTERVAL, PeerWarnings
 from ._portal import LocalPortal, Portal
-from ._security import NONCE_SIZE, Security
+from ._security import LEASE_TOKEN_SIZE, NONCE_SIZE, Security
 from ._util import collapse_eg
 
 log = logging.getLogger("tractor_reg.actor")
@@ -233,6 +234,10 @@ class Actor:
         # Created up front: a cancel that arrives while booting must still end the body.
         self._root_scope = trio.CancelScope()
         self._registered_with: Address | None = None
+        # The lease token that owns this actor's registration, at every registrar: made
+        # here rather than taken from the first answer, so that a registration whose
+        # answer was lost (cancelled in flight) can still be renewed and unregistered.
+        self._lease_token = secrets.token_bytes(LEASE_TOKEN_SIZE)
         # the registrar a registration is in flight at (it may land even if cancelled)
         self._registering_at: Address | None = None
         # How often leases are renewed: renew_interval, or the same fraction of a
@@ -692,6 +697,7 @@ class Actor:
                     uid=list(self.uid),
                     addr=addrs,
                     ttl=self.lease_ttl,
+                    token=self._lease_token,
                 )
             except REGISTRY_ERRORS as exc:
                 self._log_registry_failure("registering at %s failed: %s", reg, exc)
@@ -791,6 +797,7 @@ class Actor:
                     "renew_lease",
                     deadline=min(self.call_timeout, self._renew_every),
                     uid=list(self.uid),
+                    token=self._lease_token,
                     ttl=self.lease_ttl,
                 )
             except REGISTRY_ERRORS as exc:
@@ -812,7 +819,9 @@ class Actor:
             return
         self._registered_with = self._registering_at = None
         try:
-            await self.registry_call(reg, "unregister_actor", uid=list(self.uid))
+            await self.registry_call(
+                reg, "unregister_actor", uid=list(self.uid), token=self._lease_token
+            )
         except REGISTRY_ERRORS as exc:
             log.debug("%r: unregister at %s failed: %s", self, reg, exc)
 

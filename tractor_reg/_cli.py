@@ -1028,7 +1028,7 @@ def _cmd_rm(args: argparse.Namespace) -> int:
                     "remove", target=args.target, force=args.force
                 )
             except RemoteActorError as exc:
-                if exc.type_name.rpartition(".")[2] == "ActorNotFound":
+                if exc.type_name.rpartition(".")[2] in ("ActorNotFound", "PermissionDenied"):
                     raise CLIError(_one_line(_registrar_message(exc))) from exc
                 raise
             return results

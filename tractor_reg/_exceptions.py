@@ -453,7 +453,7 @@ class InvalidRequest(RegistryError, ValueError):
 
 
 class PermissionDenied(RegistryError, PermissionError):
-    """The caller may not do this (e.g. unregister a uid that is not its own)."""
+    """The caller may not do this (e.g. unregister a registration it holds no token of)."""
 
 
 class ChangesExpired(RegistryError):

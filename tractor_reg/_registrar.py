@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import collections
+import hashlib
+import hmac
 import ipaddress
 import logging
 import math
+import secrets
 import socket
 import time
 from dataclasses import dataclass
@@ -30,7 +33,8 @@ from ._exceptions import (
     LimitExceeded,
     PermissionDenied,
 )
-from ._ipc import Channel
+from ._ipc import Channel, _socket_of
+from ._security import LEASE_TOKEN_SIZE
 from .backends import Change, Entry, RegistryBackend
 
 log = logging.getLogger("tractor_reg.registrar")
@@ -138,6 +142,34 @@ def _check_dialable(addr: Address) -> None:
             raise ValueError(f"host name {host!r} has an invalid length")
     else:
         check_uds_path(addr)
+
+
+def _check_token(token: object, *, optional: bool) -> bytes | None:
+    """A lease token: exactly ``LEASE_TOKEN_SIZE`` bytes (or ``None`` where optional)."""
+    if token is None and optional:
+        return None
+    if type(token) is not bytes or len(token) != LEASE_TOKEN_SIZE:
+        shape = (
+            f"{len(token)} bytes" if isinstance(token, bytes | bytearray) else type(token).__name__
+        )
+        raise InvalidRequest(
+            f"token must be the {LEASE_TOKEN_SIZE}-byte lease token register_actor returned"
+            + (" (or None for a first registration)" if optional else "")
+            + f", got {shape}"
+        )
+    return token
+
+
+def _owner_of_token(token: bytes) -> bytes:
+    """What the store keeps of a lease token: its SHA-256 digest (tokens are 256 random
+    bits, so a plain hash cannot be searched back to the token)."""
+    return hashlib.sha256(token).digest()
+
+
+def _check_token_required(token: object) -> bytes:
+    checked = _check_token(token, optional=False)
+    assert checked is not None
+    return checked
 
 
 def _check_name(name: object) -> str:
@@ -340,39 +372,61 @@ class Registrar(Actor):
     def _caller(self) -> Channel | None:
         return _state.current_channel.get()
 
-    def _require_own_uid(self, uid: tuple[str, str], what: str) -> None:
+    def _may_force(self) -> bool:
+        """Whether the caller may remove live entries without owning them: the
+        registrar's own process, a peer on one of its (owner-only) Unix sockets, or, when
+        a shared secret is configured, a peer that proved it holds the secret."""
         chan = self._caller()
-        if chan is None:
-            return  # a local call from the registrar's own process
-        if chan.aid.uid != uid:
+        if chan is None or self.security.secret is not None:
+            return True
+        sock = _socket_of(chan.stream)
+        return sock is not None and sock.family == socket.AF_UNIX
+
+    async def _refuse_foreign(self, uid: tuple[str, str], owner: bytes, what: str) -> None:
+        """Refuse a write to a live entry owned by another token before any costly
+        check; the store checks again atomically with the write."""
+        current = await self.backend.get(uid)
+        if current is not None and current.owner and not hmac.compare_digest(current.owner, owner):
             raise PermissionDenied(
-                f"{what}: actor {chan.aid.name!r} ({chan.aid.uuid}) may only act on its own uid, "
-                f"not {uid!r}"
+                f"{what} {uid[0]!r} ({uid[1]}): the entry belongs to whoever registered it; "
+                "the lease token presented does not match"
             )
 
     # -- endpoints -----------------------------------------------------------------------
 
-    async def register_actor(self, uid: object, addr: object, ttl: object = None) -> dict[str, Any]:
+    async def register_actor(
+        self, uid: object, addr: object, ttl: object = None, token: object = None
+    ) -> dict[str, Any]:
         """Register ``uid`` at ``addr`` (one address or a list, all in one atomic write).
 
-        Only the actor itself (the uid of the calling channel) may register its uid.
-        Returns ``{"revision": int, "ttl": float}``: ``ttl`` is the lease granted (the
-        asked one, capped at ``limits.max_lease_ttl``).
+        A registration is owned by its lease token. Without ``token`` the registrar
+        issues a fresh one; a live entry of ``uid`` owned by another token refuses the
+        call with ``PermissionDenied``. An absent or expired entry is claimed by any
+        token. Returns ``{"revision": int, "ttl": float, "token": bytes}``: ``ttl`` is the
+        lease granted (the asked one, capped at ``limits.max_lease_ttl``); the token
+        renews, changes and unregisters the entry, over any connection.
         """
         key = _check_uid(uid)
         addrs = _check_addrs(addr)
         lease = _check_ttl(ttl, self.lease_ttl, self.limits.max_lease_ttl)
-        self._require_own_uid(key, "register_actor")
+        presented = _check_token(token, optional=True)
+        lease_token = secrets.token_bytes(LEASE_TOKEN_SIZE) if presented is None else presented
+        owner = _owner_of_token(lease_token)
+        await self._refuse_foreign(key, owner, "register_actor of")
         await self._enforce_limits(key, addrs)
         await self._refuse_live_address_theft(key, addrs)
         entry = await self.backend.register(
-            key, [unwrap_address(a) for a in addrs], lease, registrar=self._registrar_id()
+            key,
+            [unwrap_address(a) for a in addrs],
+            lease,
+            registrar=self._registrar_id(),
+            owner=owner,
         )
         self.registrations += 1
         peer = self._peer_host()
         if peer is not None:
             self._by_peer.setdefault(peer, set()).add(key)
-        return {"revision": entry.revision, "ttl": lease}
+        return {"revision": entry.revision, "ttl": lease, "token": lease_token}
 
     def _peer_host(self) -> str | None:
         chan = self._caller()
@@ -432,19 +486,21 @@ class Registrar(Actor):
                     "it answers there, so it cannot be taken over"
                 )
 
-    async def unregister_actor(self, uid: object) -> bool:
-        """Remove ``uid``; only the actor itself may. ``True`` if it was registered."""
+    async def unregister_actor(self, uid: object, token: object) -> bool:
+        """Remove ``uid``; only the holder of its lease ``token`` may (else
+        ``PermissionDenied``). ``True`` if it was registered."""
         key = _check_uid(uid)
-        self._require_own_uid(key, "unregister_actor")
-        return await self.backend.unregister(key) is not None
+        owner = _owner_of_token(_check_token_required(token))
+        return await self.backend.unregister(key, owner=owner) is not None
 
-    async def renew_lease(self, uid: object, ttl: object = None) -> bool:
-        """Extend the lease of ``uid`` (capped as in :meth:`register_actor`); ``False``
-        tells the caller to register again."""
+    async def renew_lease(self, uid: object, token: object, ttl: object = None) -> bool:
+        """Extend the lease of ``uid`` (capped as in :meth:`register_actor`) for the holder
+        of its lease ``token`` (another token: ``PermissionDenied``); ``False`` tells the
+        caller to register again."""
         key = _check_uid(uid)
+        owner = _owner_of_token(_check_token_required(token))
         lease = _check_ttl(ttl, self.lease_ttl, self.limits.max_lease_ttl)
-        self._require_own_uid(key, "renew_lease")
-        return await self.backend.renew(key, lease) is not None
+        return await self.backend.renew(key, lease, owner=owner) is not None
 
     async def find_actor(self, name: object) -> list[list[Any]] | None:
         """Addresses of the most recently registered live actor named ``name``, or ``None``."""
@@ -573,13 +629,22 @@ class Registrar(Actor):
         """Admin removal of the entries named ``target`` (or the one whose uuid it is).
 
         Unless ``force``, an entry is only removed after the registrar verified that
-        none of its addresses answers as that actor (as for a stale report). Raises
-        ``ActorNotFound`` when nothing matches.
+        none of its addresses answers as that actor (as for a stale report). ``force``
+        removes live entries without their owners' tokens, so it is allowed only from
+        the registrar's own process, over its Unix socket, or (with a shared secret
+        configured) to authenticated peers: anyone else gets ``PermissionDenied``.
+        Raises ``ActorNotFound`` when nothing matches.
         """
         if not isinstance(target, str) or not target:
             raise InvalidRequest(f"target must be a name or uuid, got {target!r}")
         if not isinstance(force, bool):
             raise InvalidRequest(f"force must be a bool, got {force!r}")
+        if force and not self._may_force():
+            raise PermissionDenied(
+                "a forced removal needs the registrar's Unix socket, or a shared secret "
+                "configured on the registrar; over TCP without a secret only a verified "
+                "removal (without force) is allowed"
+            )
         matches = [e for e in await self.backend.entries() if target in (e.name, e.uuid)]
         if not matches:
             raise ActorNotFound(f"no registered actor has the name or uuid {target!r}")

@@ -29,6 +29,8 @@ ENV_TLS_CA = "TRACTOR_REG_TLS_CA"
 
 _LABEL = b"tractor_reg-auth/1|"
 NONCE_SIZE = 32
+#: Bytes of a registration's lease token (the proof of owning a registry entry).
+LEASE_TOKEN_SIZE = 32
 MIN_SECRET_SIZE = 16
 
 

@@ -15,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from tractor_reg._exceptions import BackendClosed, BackendError, InvalidRequest
+from tractor_reg._exceptions import BackendClosed, BackendError, InvalidRequest, PermissionDenied
 from tractor_reg.backends import Entry, RegistryBackend, open_backend
 
 from .conftest import FakeClock
@@ -843,3 +843,87 @@ async def test_changes_since_rejects_bad_arguments(backend: RegistryBackend) -> 
             await backend.changes_since(bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest):
         await backend.changes_since(0, limit=0)
+
+
+# -- ownership ---------------------------------------------------------------------------------
+
+O1 = bytes([1]) * 32
+O2 = bytes([2]) * 32
+
+
+async def test_an_owned_entry_refuses_every_other_owner(backend: RegistryBackend) -> None:
+    entry = await backend.register(U1, [A1], TTL, owner=O1)
+    assert entry.owner == O1
+    before = await snapshot(backend)
+    refused: list[Callable[[], Awaitable[Any]]] = [
+        lambda: backend.register(U1, [A2], TTL, owner=O2),
+        lambda: backend.register(U1, [A1], TTL, owner=O2),
+        lambda: backend.register(U1, [A2], TTL),  # unowned may not overwrite owned
+        lambda: backend.renew(U1, TTL * 10, owner=O2),
+        lambda: backend.unregister(U1, owner=O2),
+    ]
+    for attempt in refused:
+        with pytest.raises(PermissionDenied, match="token"):
+            await attempt()
+        assert await snapshot(backend) == before
+    # The owner may do all of it.
+    renewed = await backend.renew(U1, TTL * 2, owner=O1)
+    assert renewed is not None and renewed.owner == O1
+    changed = await backend.register(U1, [A2], TTL, owner=O1)
+    assert changed.addrs == (A1, A2) and changed.owner == O1
+    assert await backend.unregister(U1, owner=O1) is not None
+    assert await backend.get(U1) is None
+
+
+async def test_an_expired_or_absent_entry_is_claimed_afresh(
+    backend: RegistryBackend, clock: FakeClock
+) -> None:
+    await backend.register(U1, [A1], TTL, owner=O1)
+    clock.advance(TTL + 1)
+    claimed = await backend.register(U1, [A2], TTL, owner=O2)
+    assert claimed.owner == O2 and claimed.addrs == (A2,)
+    with pytest.raises(PermissionDenied):
+        await backend.renew(U1, TTL, owner=O1)
+    assert await backend.get(U1) == claimed
+    assert await backend.unregister(U1, owner=O2) is not None
+    # gone: anyone's registration is a fresh claim
+    assert (await backend.register(U1, [A1], TTL, owner=O1)).owner == O1
+
+
+async def test_an_unowned_entry_is_adopted_by_its_next_registration(
+    backend: RegistryBackend,
+) -> None:
+    await backend.register(U1, [A1], TTL)
+    before = await snapshot(backend)
+    # renew / unregister with an owner treat it as absent: "register again"
+    assert await backend.renew(U1, TTL, owner=O1) is None
+    assert await backend.unregister(U1, owner=O1) is None
+    assert await snapshot(backend) == before
+    adopted = await backend.register(U1, [A2], TTL, owner=O1)
+    assert adopted.owner == O1 and adopted.addrs == (A1, A2)
+    with pytest.raises(PermissionDenied):
+        await backend.register(U1, [A2], TTL, owner=O2)
+
+
+async def test_writes_without_an_owner_are_administrative(backend: RegistryBackend) -> None:
+    await backend.register(U1, [A1], TTL, owner=O1)
+    renewed = await backend.renew(U1, TTL * 2)
+    assert renewed is not None and renewed.owner == O1
+    assert await backend.unregister(U1) is not None
+    assert await backend.get(U1) is None
+
+
+@pytest.mark.parametrize("owner", [b"", b"x" * 31, b"x" * 33, "x" * 32, bytearray(32), 7], ids=repr)
+async def test_a_malformed_owner_is_invalid_and_changes_nothing(
+    backend: RegistryBackend, owner: Any
+) -> None:
+    await backend.register(U1, [A1], TTL, owner=O1)
+    before = await snapshot(backend)
+    if owner != b"":  # b"" registers an unowned entry (refused here: U1 is owned)
+        with pytest.raises(InvalidRequest, match="owner"):
+            await backend.register(U2, [A2], TTL, owner=owner)
+    with pytest.raises(InvalidRequest, match="owner"):
+        await backend.renew(U1, TTL, owner=owner)
+    with pytest.raises(InvalidRequest, match="owner"):
+        await backend.unregister(U1, owner=owner)
+    assert await snapshot(backend) == before

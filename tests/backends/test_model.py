@@ -580,8 +580,9 @@ async def call(backend: RegistryBackend, op: Op) -> Any:
     if isinstance(op, Register):
         uid: Any = list(op.uid) if op.as_lists else op.uid
         addrs: Any = [list(a) for a in op.addrs] if op.as_lists else list(op.addrs)
-        kwargs = {} if op.registrar is None else {"registrar": op.registrar}
-        return await backend.register(uid, addrs, op.ttl, **kwargs)
+        if op.registrar is None:
+            return await backend.register(uid, addrs, op.ttl)
+        return await backend.register(uid, addrs, op.ttl, registrar=op.registrar)
     if isinstance(op, Unregister):
         return await backend.unregister(op.uid)
     if isinstance(op, Renew):

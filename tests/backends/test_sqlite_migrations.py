@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tractor_reg import SchemaError
+from tractor_reg import PermissionDenied, SchemaError
 from tractor_reg.backends import SQLiteBackend, migrate_sqlite, opened_backend
 from tractor_reg.backends._sqlite_schema import latest_version, load_migrations
 
@@ -441,7 +441,13 @@ async def test_earlier_version_upgrades_with_rows_intact(
     clock = FakeClock(FIXTURE_NOW)
     async with opened_backend(f"sqlite:///{path}", clock=clock) as backend:
         assert user_version(path) == LATEST
-        assert table_rows(path, "entries") == rows_before
+        # Every row keeps its columns; columns added since hold their defaults (0003:
+        # owner X'', an unowned row).
+        rows_after = table_rows(path, "entries")
+        width = len(rows_before[0])
+        assert [r[:width] for r in rows_after] == rows_before
+        if version < 3:
+            assert {r[7] for r in rows_after} == {b""}  # entries.owner
         assert await backend.revision() == revision_before
         # Every live row is served, in revision order, with its stored fields.
         live = [r for r in rows_before if float(r[5]) > FIXTURE_NOW]  # type: ignore[arg-type]
@@ -484,3 +490,28 @@ async def test_v1_fixture_is_served_as_documented(tmp_path: Path) -> None:
         assert await backend.lookup("gamma") is None  # its lease ended before the upgrade
         assert [e.uid for e in await backend.purge_expired()] == [("gamma", "g1")]
         assert await backend.revision() == 5
+
+
+async def test_v2_rows_are_unowned_and_adopted_by_their_next_registration(
+    tmp_path: Path,
+) -> None:
+    """Rows from before registrations were owned (schema 2) are served as they were, owned
+    by nobody; the next registration of a uid adopts it, and from then on it is owned."""
+    path = tmp_path / "registry.db"
+    build_from_fixture(path, 2)
+    mine, theirs = bytes([1]) * 32, bytes([2]) * 32
+    async with opened_backend(f"sqlite:///{path}", clock=FakeClock(FIXTURE_NOW)) as backend:
+        alpha = await backend.get(("alpha", "a1"))
+        assert alpha is not None and alpha.owner == b""
+        assert alpha.addrs == (("127.0.0.1", 4001),)
+        # an owner's renew treats it as absent: the actor registers again, and adopts it
+        assert await backend.renew(("alpha", "a1"), 30.0, owner=mine) is None
+        adopted = await backend.register(("alpha", "a1"), [("127.0.0.1", 4001)], 30.0, owner=mine)
+        assert adopted.owner == mine
+    async with opened_backend(f"sqlite:///{path}", clock=FakeClock(FIXTURE_NOW)) as backend:
+        reloaded = await backend.get(("alpha", "a1"))
+        assert reloaded is not None and reloaded.owner == mine
+        with pytest.raises(PermissionDenied):
+            await backend.register(("alpha", "a1"), [("127.0.0.1", 4009)], 30.0, owner=theirs)
+        beta = await backend.get(("beta", "b1"))
+        assert beta is not None and beta.owner == b"" and beta.registrar == "reg-1"

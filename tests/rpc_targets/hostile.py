@@ -9,6 +9,7 @@ chosen identity, standing in for a live actor when the registrar probes an addre
 from __future__ import annotations
 
 import os
+import secrets
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,13 +40,24 @@ def hello(name: str, uuid: str, accept_addrs: list[Any] | None = None, **kw: Any
     )
 
 
+#: Endpoints that act on a registration and take its lease token.
+TOKEN_ENDPOINTS = frozenset({"register_actor", "renew_lease", "unregister_actor"})
+
+
 class RawPeer:
-    """A hand-driven client connection to an actor."""
+    """A hand-driven client connection to an actor.
+
+    :meth:`reg` keeps the lease token each ``register_actor`` answer returns (in
+    ``tokens``, by uid) and presents it, unless the call names a ``token`` itself, to
+    later registry calls on that uid, as a well-behaved actor does. :meth:`call` sends
+    exactly what it is given.
+    """
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.chan = Channel(stream)
         self._next_cid = 100
+        self.tokens: dict[tuple[str, str], bytes] = {}
 
     @property
     def aid(self) -> tractor_reg.Aid:
@@ -67,9 +79,15 @@ class RawPeer:
         return msg
 
     async def handshake(
-        self, name: str, uuid: str, accept_addrs: list[Any] | None = None
+        self,
+        name: str,
+        uuid: str,
+        accept_addrs: list[Any] | None = None,
+        secret: bytes | None = None,
     ) -> tractor_reg.Aid:
-        return await self.chan.handshake(hello(name, uuid, accept_addrs), 5.0)
+        """Hello as ``(name, uuid)``; with ``secret``, prove it as an actor would."""
+        auth = {} if secret is None else {"auth": True, "nonce": secrets.token_bytes(32)}
+        return await self.chan.handshake(hello(name, uuid, accept_addrs, **auth), 5.0, secret)
 
     async def send_call(self, ns: str, func: str, **kwargs: Any) -> int:
         cid = self._next_cid
@@ -89,8 +107,13 @@ class RawPeer:
 
     async def reg(self, func: str, **kwargs: Any) -> Any:
         """Call a registrar endpoint and return its value (an Error fails the test)."""
+        uid = _uid_key(kwargs.get("uid"))
+        if func in TOKEN_ENDPOINTS and "token" not in kwargs and uid in self.tokens:
+            kwargs["token"] = self.tokens[uid]
         reply = await self.call("self", func, **kwargs)
         assert isinstance(reply, Return), reply
+        if func == "register_actor" and uid is not None and isinstance(reply.value, dict):
+            self.tokens[uid] = reply.value["token"]
         return reply.value
 
     async def expect_closed(self) -> None:
@@ -107,6 +130,12 @@ class RawPeer:
 
     async def aclose(self) -> None:
         await self.chan.aclose()
+
+
+def _uid_key(uid: object) -> tuple[str, str] | None:
+    if isinstance(uid, list | tuple) and len(uid) == 2 and all(isinstance(p, str) for p in uid):
+        return (uid[0], uid[1])
+    return None
 
 
 @asynccontextmanager
@@ -129,10 +158,11 @@ async def client(
     name: str = "client",
     uuid: str | None = None,
     accept_addrs: list[Any] | None = None,
+    secret: bytes | None = None,
 ) -> AsyncIterator[RawPeer]:
     """A well-behaved connection to ``addr``, handshaken as ``(name, uuid)``."""
     async with raw_peer(addr) as peer:
-        await peer.handshake(name, uuid or f"{name}-uuid", accept_addrs)
+        await peer.handshake(name, uuid or f"{name}-uuid", accept_addrs, secret)
         # One round trip: once answered, the actor has surely taken our handshake in.
         reply = await peer.call("self", "ping")
         assert isinstance(reply, Return), reply

@@ -20,6 +20,9 @@ async def main(args: argparse.Namespace) -> None:
         enable_transports=args.transport,
         **kwargs,
     ) as actor:
+        if args.print_token:
+            # For tests that re-register this actor's uid as its owner would.
+            print("TOKEN", actor._lease_token.hex(), flush=True)
         print("READY", actor.uuid, " ".join(str(a) for a in actor.accept_addrs), flush=True)
         await trio.sleep_forever()
 
@@ -31,4 +34,5 @@ if __name__ == "__main__":
     parser.add_argument("--transport", action="append", default=None)
     parser.add_argument("--ttl", type=float, default=30.0)
     parser.add_argument("--renew", type=float, default=None)
+    parser.add_argument("--print-token", action="store_true")
     trio.run(main, parser.parse_args())

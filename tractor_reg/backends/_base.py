@@ -22,6 +22,15 @@ Contract (checked for every backend by ``tests/backends/test_conformance.py``):
 * Bad arguments raise :class:`~tractor_reg.InvalidRequest` and change nothing.
 * Every change is also recorded as a :class:`Change` that ``changes_since`` returns,
   for a bounded window of recent revisions.
+* Ownership: an entry records ``owner``, the SHA-256 digest of the lease token of whoever
+  registered it (``b""``: unowned). A live owned entry accepts ``register`` only with
+  the same ``owner``, and ``renew`` / ``unregister`` only with the same ``owner`` or
+  with ``owner=None`` (an in-process, administrative call); anything else raises
+  :class:`~tractor_reg.PermissionDenied` and changes nothing. An absent or expired
+  entry is claimed afresh by any ``register``. An unowned live entry is adopted by the
+  next ``register`` (which stores its ``owner``); ``renew`` / ``unregister`` with an
+  ``owner`` treat it as absent (``None``). The check and the write are one atomic step
+  in the store, so registrars sharing a store honour each other's owners.
 """
 
 from __future__ import annotations
@@ -50,6 +59,8 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     ``addrs`` are in registration order, latest last. ``revision`` is the store revision of
     the entry's latest (re-)registration. ``registered_at`` / ``expires_at`` are wall-clock
     seconds from the backend's clock. ``registrar`` names the registrar that recorded it.
+    ``owner`` is the SHA-256 digest of its owner's lease token (``b""``: unowned); the
+    registrar never shows it to peers.
     """
 
     name: str
@@ -59,10 +70,16 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     registered_at: float
     expires_at: float
     registrar: str = ""
+    #: SHA-256 digest of the owner's lease token; ``b""`` for an unowned entry.
+    owner: bytes = b""
 
     @property
     def uid(self) -> Uid:
         return (self.name, self.uuid)
+
+
+#: Length of an ``owner`` digest (SHA-256).
+OWNER_DIGEST_SIZE = 32
 
 
 #: Kinds of :class:`Change`.
@@ -115,19 +132,35 @@ class RegistryBackend(Protocol):
         """Release every resource (connections, threads). Idempotent."""
 
     async def register(
-        self, uid: Uid, addrs: Sequence[AddrTuple], ttl: float, *, registrar: str = ""
+        self,
+        uid: Uid,
+        addrs: Sequence[AddrTuple],
+        ttl: float,
+        *,
+        registrar: str = "",
+        owner: bytes = b"",
     ) -> Entry:
         """Upsert ``uid`` with ``addrs`` (non-empty) and a lease of ``ttl`` seconds (> 0).
 
         Evicts each address from any other uid (dropping uids left empty), bumps the
-        store revision and returns the stored entry.
+        store revision and returns the stored entry. ``owner`` (a 32-byte digest, or
+        ``b""``) must match a live owned entry's, else
+        :class:`~tractor_reg.PermissionDenied`; the stored entry records it.
         """
 
-    async def unregister(self, uid: Uid) -> Entry | None:
-        """Delete ``uid``; return the removed entry, or ``None`` if it was not there."""
+    async def unregister(self, uid: Uid, *, owner: bytes | None = None) -> Entry | None:
+        """Delete ``uid``; return the removed entry, or ``None`` if it was not there.
 
-    async def renew(self, uid: Uid, ttl: float) -> Entry | None:
-        """Extend a live uid's lease to ``now + ttl``; ``None`` if unknown or expired."""
+        With an ``owner``, only the entry's owner may (else
+        :class:`~tractor_reg.PermissionDenied`); ``None`` removes it unconditionally.
+        """
+
+    async def renew(self, uid: Uid, ttl: float, *, owner: bytes | None = None) -> Entry | None:
+        """Extend a live uid's lease to ``now + ttl``; ``None`` if unknown or expired.
+
+        With an ``owner``, only the entry's owner may (else
+        :class:`~tractor_reg.PermissionDenied`); ``None`` skips the check.
+        """
 
     async def delete_addr(self, addr: AddrTuple) -> Uid | None:
         """Remove ``addr`` from whichever uid holds it; return that uid or ``None``."""

@@ -20,11 +20,17 @@ expired. Writes treat an expired-but-not-purged entry as absent: ``unregister``,
 ``renew`` and ``delete_addr`` ignore it (leaving it for ``purge_expired``), and
 ``register`` of its uid starts a fresh entry (new ``registered_at``, old addresses
 dropped).
+
+Ownership (see :mod:`tractor_reg.backends._base`): an ``owner`` is ``bytes`` of exactly
+32 (a SHA-256 digest), or ``b""`` for ``register`` (an unowned entry); digests are
+compared in constant time. Refusals raise :class:`~tractor_reg.PermissionDenied` after
+validation and before anything changes.
 """
 
 from __future__ import annotations
 
 import heapq
+import hmac
 import math
 import sys
 from collections.abc import Iterable, Sequence
@@ -40,8 +46,9 @@ from .._exceptions import (
     BackendURLError,
     ChangesExpired,
     InvalidRequest,
+    PermissionDenied,
 )
-from ._base import DEFAULT_CLOCK, AddrTuple, Change, Clock, Entry, Uid
+from ._base import DEFAULT_CLOCK, OWNER_DIGEST_SIZE, AddrTuple, Change, Clock, Entry, Uid
 
 #: Changes kept for ``changes_since`` (older ones are dropped; watchers then resync).
 DEFAULT_CHANGE_RETENTION = 10_000
@@ -139,6 +146,35 @@ def _check_name(name: object) -> str:
     if not isinstance(name, str) or not name:
         _invalid(f"name must be a non-empty str, got {name!r}")
     return name
+
+
+def check_owner(owner: object, *, unowned: bool) -> bytes:
+    """An owner digest: ``bytes`` of exactly 32, or ``b""`` where ``unowned`` allows."""
+    if type(owner) is not bytes or (
+        len(owner) != OWNER_DIGEST_SIZE and not (unowned and not owner)
+    ):
+        shape = (
+            f"{type(owner).__name__} of length {len(owner)}"
+            if isinstance(owner, bytes)
+            else repr(owner)
+        )
+        _invalid(
+            f"owner must be a {OWNER_DIGEST_SIZE}-byte digest"
+            + (' or b""' if unowned else "")
+            + f", got {shape}"
+        )
+    return owner
+
+
+def _same_owner(entry: Entry, owner: bytes) -> bool:
+    return hmac.compare_digest(entry.owner, owner)
+
+
+def _refuse(what: str, uid: Uid) -> NoReturn:
+    raise PermissionDenied(
+        f"{what} {uid[0]!r} ({uid[1]}): the entry belongs to whoever registered it; "
+        "the lease token presented does not match"
+    )
 
 
 class MemoryBackend:
@@ -454,7 +490,13 @@ class MemoryBackend:
     # -- writes ------------------------------------------------------------------------
 
     async def register(
-        self, uid: Uid, addrs: Sequence[AddrTuple], ttl: float, *, registrar: str = ""
+        self,
+        uid: Uid,
+        addrs: Sequence[AddrTuple],
+        ttl: float,
+        *,
+        registrar: str = "",
+        owner: bytes = b"",
     ) -> Entry:
         """Upsert ``uid``; see the contract in :mod:`tractor_reg.backends._base`."""
         await self._enter()
@@ -463,10 +505,14 @@ class MemoryBackend:
         lease = _check_ttl(ttl)
         if not isinstance(registrar, str) or not _storable(registrar):
             _invalid(f"registrar must be a str of valid Unicode text, got {registrar!r}")
+        owner = check_owner(owner, unowned=True)
         now = self._clock()
         expires_at = now + lease
         if not math.isfinite(expires_at):
             _invalid(f"ttl {ttl!r} is too large")
+        current = self._live_entry(key, now)
+        if current is not None and current.owner and not _same_owner(current, owner):
+            _refuse("register_actor of", key)
 
         # Validation is over: nothing below may raise, so the write is all-or-nothing.
         old = self._entries.get(key)
@@ -475,10 +521,10 @@ class MemoryBackend:
             old = None
         losers: dict[Uid, Entry] = {}
         for addr in new_addrs:
-            owner = self._owner.get(addr)
-            if owner is not None and owner != key:
-                previous = self._drop_addr(owner, addr)
-                losers.setdefault(owner, previous)
+            holder = self._owner.get(addr)
+            if holder is not None and holder != key:
+                previous = self._drop_addr(holder, addr)
+                losers.setdefault(holder, previous)
         self._log_losses(losers)
         if old is None:
             kept: tuple[AddrTuple, ...] = ()
@@ -496,6 +542,7 @@ class MemoryBackend:
             registered_at=registered_at,
             expires_at=expires_at,
             registrar=sys.intern(str.__str__(registrar)),
+            owner=owner,
         )
         # pop + insert moves the uid to the end of both orderings (newest revision last)
         self._entries.pop(key, None)
@@ -510,22 +557,36 @@ class MemoryBackend:
         self._changed_now()
         return entry
 
-    async def unregister(self, uid: Uid) -> Entry | None:
-        """Delete a live ``uid`` and return it; ``None`` (no change) if absent or expired."""
+    async def unregister(self, uid: Uid, *, owner: bytes | None = None) -> Entry | None:
+        """Delete a live ``uid`` and return it; ``None`` (no change) if absent or expired
+        (or unowned, when an ``owner`` is given)."""
         await self._enter()
         key = _check_uid(uid)
-        if self._live_entry(key, self._clock()) is None:
+        if owner is not None:
+            owner = check_owner(owner, unowned=False)
+        current = self._live_entry(key, self._clock())
+        if current is None:
             return None
+        if owner is not None:
+            if not current.owner:
+                return None
+            if not _same_owner(current, owner):
+                _refuse("unregister_actor of", key)
         entry = self._remove(key)
         self._pending.append(("unregistered", entry))
         self._changed_now()
         return entry
 
-    async def renew(self, uid: Uid, ttl: float) -> Entry | None:
-        """Set a live uid's ``expires_at`` to ``now + ttl``. Not a change: no revision bump."""
+    async def renew(self, uid: Uid, ttl: float, *, owner: bytes | None = None) -> Entry | None:
+        """Set a live uid's ``expires_at`` to ``now + ttl``. Not a change: no revision bump.
+
+        ``None`` if the uid is absent or expired (or unowned, when an ``owner`` is given).
+        """
         await self._enter()
         key = _check_uid(uid)
         lease = _check_ttl(ttl)
+        if owner is not None:
+            owner = check_owner(owner, unowned=False)
         now = self._clock()
         expires_at = now + lease
         if not math.isfinite(expires_at):
@@ -533,6 +594,11 @@ class MemoryBackend:
         entry = self._live_entry(key, now)
         if entry is None:
             return None
+        if owner is not None:
+            if not entry.owner:
+                return None
+            if not _same_owner(entry, owner):
+                _refuse("renew_lease of", key)
         entry = msgspec.structs.replace(entry, expires_at=expires_at)
         self._entries[key] = entry
         self._push_expiry(entry, key)

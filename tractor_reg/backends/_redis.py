@@ -45,12 +45,13 @@ from .._exceptions import (
     BackendClosed,
     BackendError,
     BackendURLError,
+    PermissionDenied,
     SchemaError,
     StoreBusy,
     StoreUnavailable,
     TractorRegError,
 )
-from ._base import DEFAULT_CLOCK, AddrTuple, Change, Clock, Entry, Uid
+from ._base import DEFAULT_CLOCK, OWNER_DIGEST_SIZE, AddrTuple, Change, Clock, Entry, Uid
 from ._open import positive_option, redact_url, retention_option
 from ._replica import (
     BadRow,
@@ -310,6 +311,9 @@ class _StoredEntry(msgspec.Struct):
     registered_at: float
     expires_at: float
     registrar: str = ""
+    #: Base64 in the JSON (msgspec's encoding of bytes); absent in entries stored before
+    #: registrations were owned, which the next registration of their uid adopts.
+    owner: bytes = b""
 
 
 _entry_encoder = msgspec.json.Encoder()
@@ -336,6 +340,8 @@ def _decode_entry(raw: bytes) -> Entry:
         registered_at=stored.registered_at,
         expires_at=stored.expires_at,
         registrar=sys.intern(stored.registrar),
+        # A malformed digest (edited by hand) leaves the entry unowned, as in SQLite.
+        owner=stored.owner if len(stored.owner) == OWNER_DIGEST_SIZE else b"",
     )
 
 
@@ -1010,9 +1016,16 @@ class RedisBackend(ReplicatedBackend):
             async with self._sync_lock:
                 if self._closed or self._conn is None:
                     raise BackendClosed("redis backend is closed")
+                verified = False
                 for _ in range(_MAX_CONFLICT_RETRIES):
                     plan = await plan_batch(self._view, batch, self._clock())
                     if plan.empty:
+                        if not verified and _refused(plan):
+                            # A refusal writes nothing, so no script checks the view it
+                            # was decided on: replay what others wrote, then decide.
+                            verified = True
+                            await self._catch_up()
+                            continue
                         self._deliver(batch, plan)
                         return
                     reply = await self._script(
@@ -1070,6 +1083,10 @@ class RedisBackend(ReplicatedBackend):
         for (field_, json_), (_, reason) in zip(encoded, plan.upserts, strict=True):
             args.extend([b"upsert", field_, json_, reason])
         return args
+
+
+def _refused(plan: Plan) -> bool:
+    return any(isinstance(error, PermissionDenied) for _, error in plan.outcomes)
 
 
 def _fields(raw: Any) -> dict[bytes, bytes]:

@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import trio
 
-from .._exceptions import BackendClosed, BackendError, InvalidRequest
+from .._exceptions import BackendClosed, BackendError, InvalidRequest, PermissionDenied
 from ._base import AddrTuple, Change, Clock, Entry, Uid
 from ._memory import MemoryBackend
 
@@ -244,7 +244,9 @@ async def plan_batch(view: MemoryBackend, batch: Sequence[Op], now: float) -> Pl
         method = "purge_expired" if op.kind == "purge" else op.kind
         try:
             result = await getattr(scratch, method)(*op.args, **op.kwargs)
-        except InvalidRequest as exc:
+        except (InvalidRequest, PermissionDenied) as exc:
+            # A refused write changes nothing; it is decided on rows the store holds
+            # (the caller commits the plan only if the store did not move meanwhile).
             outcomes.append((None, exc))
             continue
         outcomes.append((result, None))
@@ -391,19 +393,25 @@ class ReplicatedBackend:
     # -- writes ----------------------------------------------------------------------
 
     async def register(
-        self, uid: Uid, addrs: Sequence[AddrTuple], ttl: float, *, registrar: str = ""
+        self,
+        uid: Uid,
+        addrs: Sequence[AddrTuple],
+        ttl: float,
+        *,
+        registrar: str = "",
+        owner: bytes = b"",
     ) -> Entry:
         result: Entry = await self._submit(
-            Op("register", (uid, addrs, ttl), {"registrar": registrar})
+            Op("register", (uid, addrs, ttl), {"registrar": registrar, "owner": owner})
         )
         return result
 
-    async def unregister(self, uid: Uid) -> Entry | None:
-        result: Entry | None = await self._submit(Op("unregister", (uid,)))
+    async def unregister(self, uid: Uid, *, owner: bytes | None = None) -> Entry | None:
+        result: Entry | None = await self._submit(Op("unregister", (uid,), {"owner": owner}))
         return result
 
-    async def renew(self, uid: Uid, ttl: float) -> Entry | None:
-        result: Entry | None = await self._submit(Op("renew", (uid, ttl)))
+    async def renew(self, uid: Uid, ttl: float, *, owner: bytes | None = None) -> Entry | None:
+        result: Entry | None = await self._submit(Op("renew", (uid, ttl), {"owner": owner}))
         return result
 
     async def delete_addr(self, addr: AddrTuple) -> Uid | None:

@@ -59,8 +59,9 @@ from ._replica import (
     plan_batch,
 )
 from ._sqlite_rows import (
-    CHANGE_COLUMNS,
     ENTRY_COLUMNS,
+    OWNED_CHANGE_COLUMNS,
+    OWNED_ENTRY_COLUMNS,
     RowError,
     change_from_row,
     entry_from_row,
@@ -93,11 +94,15 @@ DEFAULT_CHANGE_RETENTION = 100_000
 DEFAULT_QUICK_CHECK_MAX_MB = 256
 
 _ENTRY_COLUMNS = ENTRY_COLUMNS
+#: The columns the backend reads and writes (``owner`` exists from schema version 3;
+#: ``_ENTRY_COLUMNS`` alone reads a file of any version).
+_OWNED_COLUMNS = OWNED_ENTRY_COLUMNS
 #: What an INSERT INTO entries does with a uid already stored.
 _ENTRY_UPSERT = (
     "ON CONFLICT (name, uuid) DO UPDATE SET addrs = excluded.addrs, "
     "revision = excluded.revision, registered_at = excluded.registered_at, "
-    "expires_at = excluded.expires_at, registrar = excluded.registrar"
+    "expires_at = excluded.expires_at, registrar = excluded.registrar, "
+    "owner = excluded.owner"
 )
 
 
@@ -297,9 +302,10 @@ async def _snapshot_open(conn: aiosqlite.Connection, own_txn: bool) -> _Snapshot
     opened = False
     try:
         revision, seq, _ = await _head(conn)
-        # rowid last: the decoder takes the first seven columns, a skipped row is named by it
+        # owner eighth, rowid last: the decoder takes the first seven columns and the
+        # owner, a skipped row is named by the rowid
         cursor = await conn.execute(
-            f"SELECT {_ENTRY_COLUMNS}, rowid FROM entries ORDER BY revision"
+            f"SELECT {_OWNED_COLUMNS}, rowid FROM entries ORDER BY revision"
         )
         opened = True
     finally:
@@ -350,7 +356,7 @@ async def _history_rows(conn: aiosqlite.Connection, upto_seq: int, limit: int) -
     """The newest ``limit`` change rows up to ``upto_seq``, oldest first."""
     rows = await _fetch_all(
         conn,
-        f"SELECT {CHANGE_COLUMNS} FROM changes WHERE seq <= ? ORDER BY seq DESC LIMIT ?",
+        f"SELECT {OWNED_CHANGE_COLUMNS} FROM changes WHERE seq <= ? ORDER BY seq DESC LIMIT ?",
         (upto_seq, limit),
     )
     rows.reverse()
@@ -373,9 +379,9 @@ async def _fetch_all(
 
 
 def _bad_entry(row: Sequence[Any], exc: RowError) -> BadRow:
-    """A skipped ``entries`` row, named by its rowid (the snapshot's eighth column)."""
+    """A skipped ``entries`` row, named by its rowid (the snapshot's last column)."""
     return BadRow(
-        "entry", "entries", f"rowid {row[7]} uid ({shown(row[0])}, {shown(row[1])})", str(exc)
+        "entry", "entries", f"rowid {row[-1]} uid ({shown(row[0])}, {shown(row[1])})", str(exc)
     )
 
 
@@ -404,8 +410,7 @@ async def _changes_since(conn: aiosqlite.Connection, seq: int) -> _Delta:
         return _Delta(gap=True)
     rows = await _fetch_all(
         conn,
-        "SELECT seq, store_revision, kind, name, uuid, addrs, revision, registered_at, "
-        "expires_at, registrar, reason FROM changes WHERE seq > ? ORDER BY seq",
+        f"SELECT {OWNED_CHANGE_COLUMNS} FROM changes WHERE seq > ? ORDER BY seq",
         (seq,),
     )
     if not rows or rows[0][0] != seq + 1:
@@ -433,8 +438,8 @@ async def _rollback(conn: aiosqlite.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
-_LOG_ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-#: SQLite allows 32,766 bound values per statement; a change row takes 11.
+_LOG_ROW_PLACEHOLDERS = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: SQLite allows 32,766 bound values per statement; a change row takes 12.
 _LOG_ROWS_PER_STATEMENT = 2_000
 
 
@@ -454,16 +459,16 @@ class _Write:
         return [_addrs_json(e) for e, _ in self.upserts]
 
     def entry_rows(self) -> list[tuple[Any, ...]]:
-        """The ``entries`` rows of the upserts, in ``_ENTRY_COLUMNS`` order."""
+        """The ``entries`` rows of the upserts, in ``_OWNED_COLUMNS`` order."""
         return [
-            (e.name, e.uuid, text, e.revision, e.registered_at, e.expires_at, e.registrar)
+            (e.name, e.uuid, text, e.revision, e.registered_at, e.expires_at, e.registrar, e.owner)
             for (e, _), text in zip(self.upserts, self.addrs_text, strict=True)
         ]
 
     def log_rows(self) -> list[tuple[Any, ...]]:
         """The change rows (without seq and committed_at): deletions, then upserts."""
         return [
-            (self.revision, "delete", uid[0], uid[1], text, None, None, None, None, reason)
+            (self.revision, "delete", uid[0], uid[1], text, None, None, None, None, reason, None)
             for (uid, reason), text in zip(self.deletes, self.deleted_addrs, strict=True)
         ] + [
             (
@@ -477,6 +482,7 @@ class _Write:
                 e.expires_at,
                 e.registrar,
                 reason,
+                e.owner,
             )
             for (e, reason), text in zip(self.upserts, self.addrs_text, strict=True)
         ]
@@ -493,7 +499,7 @@ async def _write_commit(conn: aiosqlite.Connection, write: _Write) -> int:
             )
         if write.upserts:
             await conn.executemany(
-                f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                f"INSERT INTO entries ({_OWNED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 + _ENTRY_UPSERT,
                 write.entry_rows(),
             )
@@ -506,7 +512,7 @@ async def _write_commit(conn: aiosqlite.Connection, write: _Write) -> int:
             params = [value for log_row in chunk for value in (*log_row, write.now)]
             returned = await conn.execute_fetchall(
                 "INSERT INTO changes (store_revision, kind, name, uuid, addrs, revision, "
-                "registered_at, expires_at, registrar, reason, committed_at) VALUES "
+                "registered_at, expires_at, registrar, reason, owner, committed_at) VALUES "
                 + ",".join([_LOG_ROW_PLACEHOLDERS] * len(chunk))
                 + " RETURNING seq",
                 params,
@@ -547,6 +553,8 @@ def _sql_literal(value: object, encoding: str) -> str:
     """
     if value is None:
         return "NULL"
+    if type(value) is bytes:
+        return "X'" + value.hex() + "'"
     if isinstance(value, str):
         try:
             data = str.encode(value, encoding)
@@ -609,7 +617,7 @@ def _write_script(
         ]
     if write.upserts:
         parts.append(
-            f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES "
+            f"INSERT INTO entries ({_OWNED_COLUMNS}) VALUES "
             + _rows_sql(write.entry_rows(), encoding)
             + " "
             + _ENTRY_UPSERT
@@ -617,7 +625,7 @@ def _write_script(
     if numbered:
         parts.append(
             "INSERT INTO changes (seq, store_revision, kind, name, uuid, addrs, revision, "
-            "registered_at, expires_at, registrar, reason, committed_at) VALUES "
+            "registered_at, expires_at, registrar, reason, owner, committed_at) VALUES "
             + _rows_sql(numbered, encoding)
         )
     parts.append(f"UPDATE meta SET value = {int(write.revision)} WHERE key = 'revision'")
@@ -862,7 +870,7 @@ class SQLiteBackend(ReplicatedBackend):
             while rows := await self._bridge.run(_snapshot_page, snap):
                 for row in rows:
                     try:
-                        entries.append(entry_from_row(row))
+                        entries.append(entry_from_row(row, row[7]))
                     except RowError as exc:
                         bad.append(_bad_entry(row, exc))
                 del rows

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from ._base import AddrTuple, Entry, Uid
+from ._base import OWNER_DIGEST_SIZE, AddrTuple, Entry, Uid
 from ._replica import HistoryRow, interned_addrs
 
 #: The columns of an ``entries`` row, in the order the decoders take them.
@@ -32,6 +32,10 @@ CHANGE_COLUMNS = (
     "seq, store_revision, kind, name, uuid, addrs, revision, registered_at, expires_at, "
     "registrar, reason"
 )
+#: The same with the owner digest last (schema version 3 on): what the backend reads.
+#: The plain forms read a file of any version (``check``).
+OWNED_ENTRY_COLUMNS = ENTRY_COLUMNS + ", owner"
+OWNED_CHANGE_COLUMNS = CHANGE_COLUMNS + ", owner"
 
 
 class BadText(bytes):
@@ -118,9 +122,16 @@ def _time(value: object, column: str) -> float:
     return value
 
 
-def entry_from_row(row: Sequence[Any]) -> Entry:
+def owner_digest(value: object) -> bytes:
+    """A stored owner: a 32-byte digest, or ``b""`` (unowned) for anything else (NULL, an
+    older row, an edited value): such an entry is adopted by its next registration."""
+    return value if type(value) is bytes and len(value) == OWNER_DIGEST_SIZE else b""
+
+
+def entry_from_row(row: Sequence[Any], owner: object = b"") -> Entry:
     """A row (name, uuid, addrs, revision, registered_at, expires_at, registrar, ...) as an
-    Entry; columns after those seven are ignored. Raises :class:`RowError`."""
+    Entry owned by ``owner``; columns after those seven are ignored. Raises
+    :class:`RowError`."""
     name, uuid, revision, registered_at, expires_at, registrar = (
         row[0],
         row[1],
@@ -157,6 +168,7 @@ def entry_from_row(row: Sequence[Any]) -> Entry:
         registered_at=registered_at,
         expires_at=expires_at,
         registrar=sys.intern(registrar),
+        owner=owner_digest(owner),
     )
 
 
@@ -176,7 +188,8 @@ class StoredChange:
 
 
 def change_from_row(row: Sequence[Any]) -> StoredChange:
-    """A row in :data:`CHANGE_COLUMNS` order, decoded. Raises :class:`RowError`."""
+    """A row in :data:`CHANGE_COLUMNS` (or :data:`OWNED_CHANGE_COLUMNS`) order, decoded.
+    Raises :class:`RowError`."""
     seq = _integer(row[0], "seq")
     store_revision = _integer(row[1], "store_revision")
     kind = row[2]
@@ -185,7 +198,7 @@ def change_from_row(row: Sequence[Any]) -> StoredChange:
     uid = (_text(row[3], "name"), _text(row[4], "uuid"))
     reason = _text(row[10], "reason", empty=True)
     if kind == "upsert":
-        entry: Entry | None = entry_from_row(row[3:10])
+        entry: Entry | None = entry_from_row(row[3:10], row[11] if len(row) > 11 else b"")
         assert entry is not None
         addrs: tuple[AddrTuple, ...] | None = entry.addrs
     else:
