@@ -186,24 +186,77 @@ async def _registered(name: str) -> bool:
         return portal is not None
 
 
-async def test_oneshot_stays_reachable_until_its_result_is_collected(
+async def test_oneshot_stays_reachable_until_the_block_ends(
     reg_addr: tractor.TCPAddress,
 ) -> None:
-    """Peers that looked a one-shot child up can still call it after its function
-    returned, until the parent collects the result (upstream's two-actor scene raced)."""
+    """As upstream: a one-shot child stays up after its function returned, until the
+    nursery's block ends, so peers that looked it up can still call it (upstream's
+    two-actor scene raced when it was stopped at once)."""
     with trio.fail_after(40):
         async with tractor.open_nursery(registry_addrs=[reg_addr]) as an:
             portal = await an.run_in_actor(compat_funcs.hello, name="brief")
-            # Long enough for a child reaped on return to be gone from the registry.
+            assert await portal.wait_for_result() == "hello from brief"
+            # Long enough for a child stopped on return to be gone from the registry.
             with trio.move_on_after(1.5):
                 while await _registered("brief"):
                     await trio.sleep(0.05)
             async with tractor.find_actor("brief") as found:
-                assert found is not None, "the one-shot child left before its result was read"
+                assert found is not None, "the one-shot child left before the block ended"
                 assert await found.run(compat_funcs.hello) == "hello from brief"
-            assert await portal.wait_for_result() == "hello from brief"
-            while await _registered("brief"):  # collected: now it goes
-                await trio.sleep(0.05)
+                pid = await found.run(compat_funcs.own_pid)
+    assert not pid_alive(pid)
+
+
+async def test_oneshot_failures_reach_the_parent_clearly(
+    reg_addr: tractor.TCPAddress, uds_dir: str
+) -> None:
+    """Arguments that cannot be sent, bad names and a nursery's own cancel: each a clear
+    error in the parent, no process started for nothing, nothing reported as a crash."""
+    with trio.fail_after(40):
+        async with tractor.open_nursery(registry_addrs=[reg_addr]) as an:
+            with pytest.raises(TypeError, match="arguments cannot be sent"):
+                await an.run_in_actor(compat_funcs.take, data=object())
+            for bad in (123, "", "nul\0name"):
+                with pytest.raises(ValueError, match="actor name"):
+                    await an.run_in_actor(compat_funcs.hello, name=bad)  # type: ignore[arg-type]
+                with pytest.raises(ValueError, match="actor name"):
+                    await an.start_actor(bad)  # type: ignore[arg-type]
+            assert an.children == {}
+            # the nursery stopping a running one-shot child is not a crash
+            stopped = await an.run_in_actor(compat_funcs.forever, name="forever")
+            await an.cancel()
+            with pytest.raises(tractor.ContextCancelled, match="cancelled by its nursery"):
+                await stopped.wait_for_result()
+        # (leaving the block raised nothing)
+        async with tractor.open_nursery(
+            registry_addrs=[tractor.UDSAddress(uds_dir, "r.sock")], enable_transports=["uds"]
+        ) as an:
+            with pytest.raises(ValueError, match="UDS"):
+                await an.start_actor("slash/name")
+            with pytest.raises(ValueError, match="UDS path"):
+                await an.start_actor("n" * 120)
+            assert an.children == {}
+
+
+async def test_oversized_messages_and_unprintable_errors_keep_the_channel(
+    reg_addr: tractor.TCPAddress,
+) -> None:
+    """A frame over the size limit is never sent (the peer would drop the connection),
+    and an exception whose __str__ fails still goes back boxed."""
+    limit = 1024 * 1024
+    with trio.fail_after(40):
+        async with tractor.open_nursery(registry_addrs=[reg_addr], max_frame_size=limit) as an:
+            portal = await an.start_actor("sizes", enable_modules=[COMPAT])
+            with pytest.raises(tractor.FrameTooLarge, match="exceeds the maximum frame size"):
+                await portal.run(compat_funcs.take, data=b"x" * (limit + 1))
+            with pytest.raises(tractor.RemoteActorError, match="return value not sent") as big:
+                await portal.run(compat_funcs.big, size=limit + 1)
+            assert big.value.boxed_type is tractor.FrameTooLarge
+            with pytest.raises(tractor.RemoteActorError, match="str\\(\\) of _Unprintable"):
+                await portal.run(compat_funcs.raise_unprintable)
+            # the same channel and the child are fine
+            assert await portal.run(compat_funcs.take, data=b"x" * 1000) == 1000
+            assert portal.chan.connected()
 
 
 def _flags(an: tractor.ActorNursery) -> tuple[bool, bool]:
@@ -328,10 +381,14 @@ async def test_portal_and_channel_surface(reg_addr: tractor.TCPAddress) -> None:
             assert not direct.connected()
             with pytest.raises(tractor.NonGoalError, match="apply_codec"):
                 chan.apply_codec()
+            # as upstream code writes them: fails by name, never a TypeError
+            upstream_style: Any = portal
             with pytest.raises(tractor.NonGoalError, match="open_context"):
-                await portal.open_context(compat_funcs.hello)
+                async with upstream_style.open_context(compat_funcs.hello):
+                    pass
             with pytest.raises(NotImplementedError, match="streaming and contexts"):
-                await portal.open_stream_from(compat_funcs.hello)
+                async with upstream_style.open_stream_from(compat_funcs.hello):
+                    pass
             assert await portal.cancel_actor(timeout=5) is True
             with trio.fail_after(10):
                 await chan.closed_event.wait()
@@ -351,6 +408,11 @@ async def test_uds_child_channel_raddr(reg_addr: tractor.TCPAddress, uds_dir: st
             assert raddr.proto_key == "uds"
             assert raddr.maybe_pid == portal.chan.aid.pid
             assert raddr.sockpath == raddr.bindspace / raddr.filename
+            # find_actor's default enable_transports=['tcp'] still finds a UDS-only actor
+            seeker = await an.start_actor("uds-seeker", enable_modules=[COMPAT])
+            assert await seeker.run(compat_funcs.find_and_call, name="uds-kid") == (
+                "hello from uds-kid"
+            )
 
 
 async def test_runtime_vars_and_actor_attributes(reg_addr: tractor.TCPAddress) -> None:

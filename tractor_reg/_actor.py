@@ -28,6 +28,7 @@ from ._addr import Address, TCPAddress, UDSAddress, unwrap_address, wrap_address
 from ._budget import DEFAULT_MAX_BUFFERED_BYTES, InputBudget
 from ._exceptions import (
     BackendError,
+    FrameTooLarge,
     HandshakeError,
     InvalidRequest,
     LimitExceeded,
@@ -1133,10 +1134,8 @@ class Actor:
             reply = self._error_reply(call.cid, exc)
         try:
             await chan.post(reply, calls)
-        except (TypeError, msgspec.EncodeError) as exc:
-            await chan.post(
-                self._error_reply(call.cid, exc, "return value not serialisable: "), calls
-            )
+        except (TypeError, msgspec.EncodeError, FrameTooLarge) as exc:
+            await chan.post(self._error_reply(call.cid, exc, "return value not sent: "), calls)
 
     async def _send_reply(self, chan: Channel, cid: int, reply: Return | Error) -> None:
         """Send a call's answer; a return value that cannot be encoded goes back as an
@@ -1144,8 +1143,8 @@ class Actor:
         try:
             try:
                 await chan.send(reply)
-            except (TypeError, msgspec.EncodeError) as exc:
-                await chan.send(self._error_reply(cid, exc, "return value not serialisable: "))
+            except (TypeError, msgspec.EncodeError, FrameTooLarge) as exc:
+                await chan.send(self._error_reply(cid, exc, "return value not sent: "))
         except TransportClosed:
             pass
 

@@ -109,7 +109,12 @@ async def _connect_any(
     """
     ranked = prefer_addr(addrs)
     if transports is not None:
-        ranked = [a for a in ranked if a.transport in transports]
+        # A preference, as upstream (which never filters the target's addresses): the
+        # enabled transports first, then the rest, so an actor listening only on other
+        # transports (a UDS-only tree looked up with the default ['tcp']) is still found.
+        ranked = [a for a in ranked if a.transport in transports] + [
+            a for a in ranked if a.transport not in transports
+        ]
     for addr in ranked:
         try:
             # "lookup": this connection lives as long as the caller's block; the peer
@@ -191,8 +196,9 @@ def find_actor(
     With ``only_first=True`` (default) yields a portal to the most recently registered
     live actor called ``name``, or ``None`` (or raises :class:`ActorNotFound` when
     ``raise_on_none``). With ``only_first=False`` yields a list with one portal per
-    distinct actor, merged across every registrar. ``enable_transports`` limits which
-    address kinds are dialled (``None``: any). Connections opened here are closed when
+    distinct actor, merged across every registrar. ``enable_transports`` says which
+    address kinds are dialled first (the others are tried after them; ``None``: the
+    ranking alone decides). Connections opened here are closed when
     the block exits.
     """
     return _find_actor(name, registry_addrs, enable_transports, only_first, raise_on_none)

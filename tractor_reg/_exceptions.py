@@ -591,6 +591,15 @@ def _resolve(name: str, module: str) -> type[BaseException] | None:
 # -- boxing for the wire -------------------------------------------------------------------
 
 
+def _text_of(exc: BaseException) -> str:
+    """``str(exc)``, even for an exception whose ``__str__`` itself fails: boxing an error
+    must never raise (the channel that carries it would be dropped)."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - user code's __str__ may raise anything
+        return f"<str() of {type(exc).__name__} failed>"
+
+
 def pack_error(
     exc: BaseException,
     *,
@@ -608,7 +617,7 @@ def pack_error(
     here = list(uid) if uid is not None else None
     tb = "".join(traceback.format_exception(exc)) if tb_str is None else tb_str
     # A RemoteActorError's str() appends the remote traceback, which tb already holds.
-    text = exc.message if isinstance(exc, RemoteActorError) else str(exc)
+    text = exc.message if isinstance(exc, RemoteActorError) else _text_of(exc)
     exc_type = type(exc)
     src_uid = here
     src_name = src_module = ""

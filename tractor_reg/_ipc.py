@@ -297,12 +297,23 @@ class Channel:
 
     # -- framing -------------------------------------------------------------------------
 
+    def _frame(self, msg: Msg) -> bytes:
+        """``msg`` framed for the wire. A message over the frame size limit is refused
+        here, before anything is sent: the peer (whose limit is the same) would take it
+        for a protocol violation and drop the connection."""
+        payload = encode(msg)
+        if len(payload) > self.max_frame_size:
+            raise FrameTooLarge(
+                f"a {type(msg).__name__.lower()} message of {len(payload)} bytes exceeds the "
+                f"maximum frame size {self.max_frame_size}"
+            )
+        return _HEADER.pack(len(payload)) + payload
+
     async def send(self, msg: Msg) -> None:
         """Send one message. A frame that started going out is finished even if the
         caller is cancelled meanwhile (within ``frame_deadline``; past it the channel is
         closed, since the peer could only read garbage from it)."""
-        payload = encode(msg)
-        frame = _HEADER.pack(len(payload)) + payload
+        frame = self._frame(msg)
         wire = self._wire
         # Frames must not interleave, but a free wire need not cost a schedule point
         # (_write has its own checkpoint).
@@ -323,10 +334,10 @@ class Channel:
         On a free plain socket the frame is written at once if the kernel takes it;
         otherwise it is queued for a flusher task started in ``nursery``. Waits only
         when more than a bounded amount is queued for a peer that does not read.
-        Raises ``TypeError`` / ``msgspec.EncodeError`` if ``msg`` cannot be encoded.
+        Raises ``TypeError`` / ``msgspec.EncodeError`` if ``msg`` cannot be encoded, and
+        :class:`FrameTooLarge` if it would not fit in a frame.
         """
-        payload = encode(msg)
-        frame = _HEADER.pack(len(payload)) + payload
+        frame = self._frame(msg)
         if self._closed:
             return  # nobody will read it
         if not self._outbox and self._wire.value and isinstance(self.stream, trio.SocketStream):

@@ -26,11 +26,14 @@ from ._addr import (
     AddressLike,
     TCPAddress,
     UDSAddress,
+    check_uds_path,
     runtime_dir,
     unwrap_address,
+    wrap_address,
 )
 from ._exceptions import (
     ActorCrashed,
+    ContextCancelled,
     InvalidArgument,
     RemoteActorError,
     TransportClosed,
@@ -95,6 +98,11 @@ class SpawnSpec(msgspec.Struct, frozen=True):
 
 #: Bytes of boot report kept; a longer one is drained and ignored (crash report instead).
 _REPORT_MAX = 1 << 20
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise InvalidArgument(f"actor name must be a non-empty str without NUL, got {name!r}")
 
 
 #: The ``proc_kwargs`` a caller may set: the rest (pipes, session) the nursery needs itself.
@@ -177,7 +185,7 @@ class _Child:
         self.result_value: Any = None
         self.result_error: BaseException | None = None
         self.result_consumed = False
-        #: Set once a run_in_actor child may go: its result was collected, or the
+        #: Set once a run_in_actor child may go: the nursery's block ended, or the
         #: nursery is cancelling.
         self.released = trio.Event()
 
@@ -333,8 +341,7 @@ class ActorNursery:
         and unused (children are always supervised by this nursery); ``debug_mode`` and
         ``infect_asyncio`` must stay false.
         """
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"actor name must be a non-empty str, got {name!r}")
+        _check_name(name)
         options = _spawn_options(
             enable_modules,
             rpc_module_paths,
@@ -370,6 +377,11 @@ class ActorNursery:
         ``fn``'s module is enabled in the child.
         """
         module, fname = _func_ref(fn)
+        try:
+            msgspec.msgpack.encode(kwargs)
+        except (TypeError, msgspec.EncodeError) as exc:
+            # Before any process starts: the call carrying them could never be sent.
+            raise TypeError(f"run_in_actor({fname}) arguments cannot be sent: {exc}") from exc
         options = _spawn_options(
             enable_modules,
             rpc_module_paths,
@@ -381,6 +393,8 @@ class ActorNursery:
             inherit_parent_main=inherit_parent_main,
         )
         options.modules.insert(0, module)
+        if name is not None:
+            _check_name(name)
         child = await self._spawn(name or fname, options)
         child.oneshot = True
         portal = child.portal
@@ -389,7 +403,6 @@ class ActorNursery:
         async def _wait_result() -> Any:
             await child.result_ready.wait()
             child.result_consumed = True
-            child.released.set()
             if child.result_error is not None:
                 raise child.result_error
             return child.result_value
@@ -405,8 +418,7 @@ class ActorNursery:
         signal (it exited on its own or honoured the graceful cancel).
         """
         self.cancel_called = True
-        for child in self._children.values():
-            child.released.set()
+        self._release_all()
         forced: list[_Child] = []
 
         async def _reap_one(child: _Child) -> None:
@@ -442,6 +454,11 @@ class ActorNursery:
                 uds = next((a for a in actor.accept_addrs if isinstance(a, UDSAddress)), None)
                 directory = uds.directory if uds else str(runtime_dir())
                 binds.append((directory, f"{name}@{uuid[:8]}.sock"))
+        for bind in binds:
+            # A socket name or path the child could not bind fails here, not in a child.
+            address = wrap_address(bind)
+            if isinstance(address, UDSAddress):
+                check_uds_path(address)
         config = getattr(actor, "runtime_config", None)
         spec = SpawnSpec(
             name=name,
@@ -469,11 +486,11 @@ class ActorNursery:
         )
         report_r, report_w = os.pipe()
         spec = msgspec.structs.replace(spec, report_fd=report_w)
-        arrived, slot = actor.expect_child(uuid)
         # A root's child leads a new session and process group (away from the terminal's
         # Ctrl-C, which the root handles); deeper actors stay in that group, so that one
         # killpg ends a subtree even when an actor in its middle is stuck or gone.
         leader = actor.parent_addr is None
+        arrived, slot = actor.expect_child(uuid)
         started = False
         try:
             proc = await trio.lowlevel.open_process(
@@ -490,6 +507,7 @@ class ActorNursery:
             os.close(report_w)
             if not started:
                 os.close(report_r)
+                actor.forget_child(uuid)
         child = _Child(name, uuid, proc, leader)
         self._children[uuid] = child
         self._nursery.start_soon(self._read_report, child, trio.lowlevel.FdStream(report_r))
@@ -599,17 +617,35 @@ class ActorNursery:
         except RemoteActorError as exc:
             child.result_error = exc
         except TransportClosed:
-            with trio.move_on_after(self.reap_grace):
-                await child.exited.wait()
-            with trio.move_on_after(1.0):
-                await child.stderr_done.wait()
-            child.result_error = child.crashed(f"while running {fn.__name__}()")
+            if child.reaping:
+                # This nursery stopped the child (cancel(), or its block failed): nothing
+                # to report at the block's end; wait_for_result() says so if asked.
+                child.result_consumed = True
+                child.result_error = ContextCancelled(
+                    f"actor {child.name!r} was cancelled by its nursery before "
+                    f"{fn.__name__}() returned",
+                    src_uid=(child.name, child.uuid),
+                    canceller=list(self._actor.uid),
+                )
+            else:
+                with trio.move_on_after(self.reap_grace):
+                    await child.exited.wait()
+                with trio.move_on_after(1.0):
+                    await child.stderr_done.wait()
+                child.result_error = child.crashed(f"while running {fn.__name__}()")
+        except Exception as exc:  # noqa: BLE001 - kept for wait_for_result(), never lost
+            child.result_error = exc
         finally:
             child.result_ready.set()
-        # The child stays reachable until its result is collected (or the nursery is
-        # cancelled): peers that looked it up meanwhile may still be calling it.
+        # As upstream, the child stays up until the nursery's block ends (or the nursery
+        # is cancelled): peers that looked it up meanwhile may still be calling it.
         await child.released.wait()
         await self._reap(child)
+
+    def _release_all(self) -> None:
+        """Let every finished run_in_actor child go (they wait for the block to end)."""
+        for child in self._children.values():
+            child.released.set()
 
     async def _wait_oneshots(self) -> None:
         for child in list(self._children.values()):
@@ -699,6 +735,7 @@ async def _actor_nursery(actor: Actor) -> AsyncIterator[ActorNursery]:
             an = ActorNursery(actor, nursery)
             try:
                 yield an
+                an._release_all()
                 await an._wait_oneshots()
             finally:
                 with trio.CancelScope(shield=True):

@@ -6,6 +6,8 @@ import os
 import time
 from typing import Any
 
+import trio
+
 import tractor_reg as tractor
 
 
@@ -65,3 +67,28 @@ def block_sync(seconds: float, started: str) -> None:
     with open(started, "w"):
         pass
     time.sleep(seconds)
+
+
+async def own_pid() -> int:
+    return os.getpid()
+
+
+async def big(size: int) -> bytes:
+    return b"x" * size
+
+
+async def take(data: bytes) -> int:
+    return len(data)
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+async def raise_unprintable() -> None:
+    raise _Unprintable()
+
+
+async def forever() -> None:
+    await trio.sleep_forever()
