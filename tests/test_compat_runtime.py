@@ -77,6 +77,15 @@ async def test_bad_root_keywords_refused_before_binding(
         await _registry_is_free(reg_addr)
 
 
+async def test_env_registry_of_another_transport_is_named(
+    monkeypatch: pytest.MonkeyPatch, reg_addr: tractor.TCPAddress
+) -> None:
+    monkeypatch.setenv("TRACTOR_REG_REGISTRY_ADDRS", f"tcp://127.0.0.1:{reg_addr.port}")
+    with pytest.raises(ValueError, match="TRACTOR_REG_REGISTRY_ADDRS address tcp://"):
+        async with tractor.open_root_actor(enable_transports=["uds"]):
+            pass
+
+
 async def test_non_goal_error_is_one_type(reg_addr: tractor.TCPAddress) -> None:
     with pytest.raises(tractor.NonGoalError) as caught:
         async with tractor.open_root_actor(registry_addrs=[reg_addr], debug_mode=True):
@@ -513,4 +522,5 @@ async def test_non_goal_names_raise_not_implemented() -> None:
     with pytest.raises(tractor.NonGoalError, match=r"tractor\.msg\.NamespacePath"):
         _ = tractor.msg.NamespacePath
     assert not hasattr(tractor.msg, "__wrapped__")
+    assert tractor.msg.Aid is tractor.Aid
     assert sys.modules["tractor_reg.msg"] is tractor.msg

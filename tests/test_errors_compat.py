@@ -247,7 +247,7 @@ async def test_module_not_exposed(reg_addr: tractor_reg.TCPAddress) -> None:
             assert err.boxed_type is tractor.ModuleNotExposed
             assert issubclass(err.boxed_type, ModuleNotFoundError)
             assert issubclass(err.boxed_type, tractor.RPCNotAllowed)
-            assert ERRS in err.remote_message and "svc" in err.remote_message
+            assert ERRS in err.remote_message and "svc" in str(err)
             # a function that is not in an enabled module's namespace stays RPCNotAllowed
             with pytest.raises(tractor.RemoteActorError) as info:
                 await portal.run_from_ns("self", "no_such_endpoint")

@@ -401,8 +401,7 @@ class Actor:
         module = self._modules.get(ns)
         if module is None:
             raise ModuleNotExposed(
-                f"module {ns!r} is not enabled in actor {self.name!r} "
-                f"(enable_modules={self.enable_modules})",
+                f"module {ns!r} is not enabled here (enable_modules={self.enable_modules})",
                 name=ns,
             )
         fn = getattr(module, func, None)

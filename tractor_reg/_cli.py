@@ -611,7 +611,7 @@ def _add_log_options(parser: argparse.ArgumentParser, default: Any) -> None:
         default=default,
         metavar="LEVEL",
         help="debug, info, warning, error or critical, or one of tractor's extra levels "
-        f"transport, runtime, devx, cancel, pdb (default: ${ENV_LOG_LEVEL}, else info for "
+        f"transport, runtime, devx, io, cancel, pdb (default: ${ENV_LOG_LEVEL}, else info for "
         "serve and warning for the other commands); debug and below also show tracebacks",
     )
     parser.add_argument(

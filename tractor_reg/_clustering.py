@@ -9,6 +9,7 @@ from typing import Any
 
 import trio
 
+from ._options import module_list
 from ._portal import Portal
 from ._spawn import open_nursery
 from ._state import current_actor
@@ -32,8 +33,7 @@ async def open_actor_cluster(
     instead of asking them to stop); an exception in the block tears them down as any
     actor nursery does.
     """
-    if isinstance(modules, str):
-        raise TypeError("modules must be a list of module names, not a str")
+    modules = module_list(modules, what="modules")
     if count is None:
         count = len(names) if names else cpu_count()
     if count < 1:

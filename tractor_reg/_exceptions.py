@@ -142,7 +142,7 @@ class InvalidArgument(TractorRegError, ValueError):
 class ActorNotFound(TractorRegError, LookupError, RuntimeError):
     """``find_actor(..., raise_on_none=True)`` found no actor registered under the name.
 
-    A ``RuntimeError`` as upstream's is, and a ``LookupError`` as it always was here.
+    A ``RuntimeError`` as upstream's is, and a ``LookupError`` (a failed lookup).
     """
 
 

@@ -29,8 +29,8 @@ ENV_LOGLEVEL = "TRACTOR_LOGLEVEL"
 HONOUR_ENV_LOGLEVEL: ContextVar[bool] = ContextVar("HONOUR_ENV_LOGLEVEL", default=True)
 
 #: upstream's extra levels: name -> numeric value (the stdlib's DEBUG is 10, INFO 20).
-#: ``IO`` (21) is what child processes' relayed output is logged at: just above INFO, so
-#: an ``info`` console shows it.
+#: ``IO`` (21) is what ``trionics.supervise_run_process`` relays a subprocess's output
+#: lines at: just above INFO, so an ``info`` console shows them.
 CUSTOM_LEVELS: dict[str, int] = {
     "TRANSPORT": 5,
     "RUNTIME": 15,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ._addr import Address, AddressLike, is_address_pair, wrap_address
+from ._addr import TRANSPORTS, Address, AddressLike, is_address_pair, wrap_address
 from ._exceptions import InvalidArgument
 from ._nongoals import refuse
 
@@ -56,3 +56,29 @@ def merge_bind_addrs(
     if isinstance(given, str) or (isinstance(given, tuple) and is_address_pair(given)):
         raise TypeError("bind addresses must be a list of addresses, e.g. [('127.0.0.1', 0)]")
     return [wrap_address(a) for a in given]
+
+
+def module_list(*given: Sequence[str] | None, what: str = "enable_modules") -> list[str]:
+    """Module names from one or more lists (``enable_modules`` + ``rpc_module_paths``).
+
+    A bare ``str`` is a ``TypeError``: iterating it would enable one module per letter.
+    """
+    modules: list[str] = []
+    for names in given:
+        if isinstance(names, str):
+            raise TypeError(f"{what} must be a list of module names, not a str")
+        modules.extend(names or ())
+    return modules
+
+
+def transport_list(given: Sequence[str], what: str = "enable_transports") -> list[str]:
+    """Known transport names, deduplicated in order; at least one."""
+    if isinstance(given, str):
+        raise TypeError(f"{what} must be a list of transport names, not a str")
+    transports = list(dict.fromkeys(given))
+    for transport in transports:
+        if transport not in TRANSPORTS:
+            raise InvalidArgument(f"unknown transport {transport!r}; expected one of {TRANSPORTS}")
+    if not transports:
+        raise InvalidArgument(f"{what} must name at least one transport")
+    return transports

@@ -176,6 +176,9 @@ class _LocalChannel:
         self.raddr = None
         self.closed = False
 
+    def __repr__(self) -> str:
+        return f"<local channel of {self._actor.name!r} (this actor itself)>"
+
     @property
     def aid(self) -> Aid:
         return self._actor.aid

@@ -28,7 +28,6 @@ from ._actor import (
     Actor,
 )
 from ._addr import (
-    TRANSPORTS,
     Address,
     AddressLike,
     TCPAddress,
@@ -42,7 +41,12 @@ from ._addr import (
     wrap_address,
 )
 from ._budget import DEFAULT_MAX_BUFFERED_BYTES
-from ._exceptions import AuthenticationError, RegistryUnavailable, RuntimeBootError
+from ._exceptions import (
+    AuthenticationError,
+    InvalidArgument,
+    RegistryUnavailable,
+    RuntimeBootError,
+)
 from ._ipc import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_FRAME_DEADLINE,
@@ -53,7 +57,13 @@ from ._ipc import (
 )
 from ._log import env_loglevel, setup_logging
 from ._msg import Handshake
-from ._options import check_non_goal_flags, check_start_method, merge_bind_addrs
+from ._options import (
+    check_non_goal_flags,
+    check_start_method,
+    merge_bind_addrs,
+    module_list,
+    transport_list,
+)
 from ._peerlog import DEFAULT_PEER_LOG_INTERVAL
 from ._registrar import DEFAULT_PROBE_TIMEOUT, DEFAULT_PURGE_INTERVAL, Registrar, RegistryLimits
 from ._security import NONCE_SIZE, Security, TLSConfig
@@ -113,21 +123,14 @@ def resolve_registry_addrs(
     registry_addrs: Sequence[AddressLike] | None, enable_transports: Sequence[str] | None
 ) -> tuple[list[Address], list[str]]:
     """Registry addresses and enabled transports after defaults and validation."""
-    if enable_transports is not None:
-        if isinstance(enable_transports, str):
-            raise TypeError("enable_transports must be a list of transport names, not a str")
-        transports = list(dict.fromkeys(enable_transports))
-        for transport in transports:
-            if transport not in TRANSPORTS:
-                raise ValueError(f"unknown transport {transport!r}; expected one of {TRANSPORTS}")
-        if not transports:
-            raise ValueError("enable_transports must name at least one transport")
-    else:
-        transports = []
+    transports = [] if enable_transports is None else transport_list(enable_transports)
+    source = "registry address"
     if registry_addrs is None:
         addrs = env_registry_addrs()
         if addrs is None:
             addrs = [default_registry_addr(t) for t in (transports or ["tcp"])]
+        else:
+            source = f"${ENV_REGISTRY_ADDRS} address"
     else:
         if isinstance(registry_addrs, str) or (
             isinstance(registry_addrs, tuple) and is_address_pair(registry_addrs)
@@ -142,8 +145,8 @@ def resolve_registry_addrs(
         transports = list(dict.fromkeys(a.transport for a in addrs))
     for addr in addrs:
         if addr.transport not in transports:
-            raise ValueError(
-                f"registry address {addr} uses transport {addr.transport!r}, which is not in "
+            raise InvalidArgument(
+                f"{source} {addr} uses transport {addr.transport!r}, which is not in "
                 f"enable_transports={transports}"
             )
     return addrs, transports
@@ -330,9 +333,7 @@ async def open_root_actor(
         maybe_enable_greenback=maybe_enable_greenback,
         enable_stack_on_sig=enable_stack_on_sig,
     )
-    if isinstance(enable_modules, str) or isinstance(rpc_module_paths, str):
-        raise TypeError("enable_modules must be a list of module names, not a str")
-    enable_modules = [*(enable_modules or []), *(rpc_module_paths or [])]
+    enable_modules = module_list(enable_modules, rpc_module_paths)
     accept_addrs = merge_bind_addrs(accept_addrs, tpt_bind_addrs)
     loglevel = env_loglevel(loglevel)
     running = _state.maybe_current_actor()
@@ -531,9 +532,7 @@ def run_daemon(
     before anything binds), then runs ``open_root_actor(...)`` under ``trio.run`` and
     sleeps until Ctrl-C or a signal ends it. ``kwargs`` go to :func:`open_root_actor`.
     """
-    if isinstance(enable_modules, str):
-        raise TypeError("enable_modules must be a list of module names, not a str")
-    modules = list(enable_modules)
+    modules = module_list(enable_modules)
     for module in modules:
         importlib.import_module(module)
 

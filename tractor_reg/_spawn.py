@@ -21,7 +21,6 @@ import trio
 from . import _state
 from ._actor import Actor
 from ._addr import (
-    TRANSPORTS,
     Address,
     AddressLike,
     TCPAddress,
@@ -41,7 +40,7 @@ from ._exceptions import (
 )
 from ._log import CUSTOM_LEVELS, check_level
 from ._msg import Error
-from ._options import check_non_goal_flags, merge_bind_addrs
+from ._options import check_non_goal_flags, merge_bind_addrs, module_list, transport_list
 from ._portal import Portal, _func_ref
 from ._util import collapse_eg
 
@@ -134,13 +133,8 @@ def _spawn_options(
     inherit_parent_main: bool = True,
 ) -> _SpawnOptions:
     check_non_goal_flags(debug_mode=debug_mode, infect_asyncio=infect_asyncio)
-    if isinstance(enable_modules, str) or isinstance(rpc_module_paths, str):
-        raise TypeError("enable_modules must be a list of module names, not a str")
-    if isinstance(enable_transports, str):
-        raise TypeError("enable_transports must be a list of transport names, not a str")
-    for transport in enable_transports or ():
-        if transport not in TRANSPORTS:
-            raise InvalidArgument(f"unknown transport {transport!r}; expected one of {TRANSPORTS}")
+    modules = module_list(enable_modules, rpc_module_paths)
+    transports = None if enable_transports is None else transport_list(enable_transports)
     extra = dict(proc_kwargs or {})
     unknown = sorted(set(extra) - _PROC_KWARGS)
     if unknown:
@@ -149,9 +143,9 @@ def _spawn_options(
             f"nursery (allowed: {sorted(_PROC_KWARGS)})"
         )
     return _SpawnOptions(
-        modules=[*(enable_modules or []), *(rpc_module_paths or [])],
+        modules=modules,
         loglevel=None if loglevel is None else check_level(loglevel),
-        transports=None if enable_transports is None else list(enable_transports),
+        transports=transports,
         bind_addrs=list(merge_bind_addrs(bind_addrs, None) or []),
         proc_kwargs=extra,
         inherit_parent_main=inherit_parent_main,
