@@ -601,6 +601,9 @@ class ActorNursery:
             with trio.move_on_after(1.0):
                 await child.stderr_done.wait()
             raise child.crashed("unexpectedly")
+        # A daemon that exited cleanly on its own (cancel_actor() by the program): clean
+        # up after it now (its channel, socket files, this nursery's record of it).
+        await self._reap(child)
 
     async def _run_oneshot(
         self, child: _Child, fn: Callable[..., Any], kwargs: dict[str, Any]
@@ -719,6 +722,10 @@ class ActorNursery:
                         os.unlink(addr.path)
                     except FileNotFoundError:
                         pass
+        if not (child.oneshot and child.result_error is not None and not child.result_consumed):
+            # Gone and nothing left to report: a long-lived nursery must not keep a
+            # record (process, portal, stderr tail) of every child it ever ran.
+            self._children.pop(child.uuid, None)
         return graceful_exit
 
 
