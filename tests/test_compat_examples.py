@@ -1,5 +1,5 @@
 """The scenarios of upstream tractor's discovery and spawning examples, written as our own
-programs (``tests/compat_progs/scene_*.py``, each ``import tractor_reg as tractor`` and
+programs (``examples/tractor_scenes/*.py``, each ``import tractor_reg as tractor`` and
 upstream-style code) and run as real scripts: functions defined in the script are run in
 child actors, which load it as ``__mp_main__``."""
 
@@ -11,13 +11,13 @@ from pathlib import Path
 from tests.conftest import free_port
 from tests.procs import REPO, Proc, pid_alive, python, spawn
 
-PROGS = Path(REPO) / "tests" / "compat_progs"
+PROGS = Path(REPO) / "examples" / "tractor_scenes"
 
 
 def run_scene(name: str, env: dict[str, str] | None = None, timeout: float = 40.0) -> list[str]:
-    """Run ``scene_<name>.py`` to completion on a private registry; its stdout lines."""
+    """Run ``<name>.py`` to completion on a private registry; its stdout lines."""
     registry = {"TRACTOR_REG_REGISTRY_ADDRS": f"tcp://127.0.0.1:{free_port()}"}
-    with spawn(python(str(PROGS / f"scene_{name}.py")), env={**registry, **(env or {})}) as p:
+    with spawn(python(str(PROGS / f"{name}.py")), env={**registry, **(env or {})}) as p:
         code = p.wait(timeout)
         lines = _stdout(p)
         assert code == 0, f"exit code {code}; stdout {lines}; stderr:\n{p.stderr_tail()}"
