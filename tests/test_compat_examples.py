@@ -92,3 +92,15 @@ def test_causality_and_registry() -> None:
 def test_inherit_parent_main() -> None:
     lines = run_scene("no_inherit")
     assert lines == ["script function ran in inheriting", "refused: RPCNotAllowed"]
+
+
+def test_program_run_with_python_dash_m() -> None:
+    """``python -m pkg.mod``: children import the program by name (relative imports in
+    it work) and run its functions."""
+    registry = {"TRACTOR_REG_REGISTRY_ADDRS": f"tcp://127.0.0.1:{free_port()}"}
+    argv = python("-m", "tests.compat_progs.mainpkg.app")
+    with spawn(argv, env=registry) as p:
+        code = p.wait(40)
+        lines = _stdout(p)
+        assert code == 0, f"exit code {code}; stdout {lines}; stderr:\n{p.stderr_tail()}"
+    assert lines == ["RESULT HELLO FROM GREETER", "DAEMON HELLO FROM DAEMON"]

@@ -60,6 +60,9 @@ from ._util import collapse_eg
 
 log = logging.getLogger("tractor_reg.actor")
 
+#: ``Actor.main_path`` of a program run as ``python -m pkg.mod``: ``module:pkg.mod``.
+MAIN_MODULE_PREFIX = "module:"
+
 #: Default registration lease (seconds) and renew interval: a dead actor vanishes from
 #: lookups within 30 s even if nobody reports it, at one tiny RPC per 10 s per actor.
 DEFAULT_LEASE_TTL = 30.0
@@ -377,6 +380,12 @@ class Actor:
             if main is None:
                 raise RuntimeBootError("no __main__ module to enable")
             return main
+        if self.main_path.startswith(MAIN_MODULE_PREFIX):
+            # A program run as ``python -m pkg.mod``: imported by name, as a module of its
+            # package (its ``if __name__ == "__main__"`` block does not run).
+            module = importlib.import_module(self.main_path[len(MAIN_MODULE_PREFIX) :])
+            sys.modules["__mp_main__"] = module
+            return module
         existing = sys.modules.get("__mp_main__")
         if existing is not None and getattr(existing, "__file__", None) == self.main_path:
             return existing

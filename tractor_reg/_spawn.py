@@ -19,7 +19,7 @@ import msgspec
 import trio
 
 from . import _state
-from ._actor import Actor
+from ._actor import MAIN_MODULE_PREFIX, Actor
 from ._addr import (
     Address,
     AddressLike,
@@ -217,11 +217,19 @@ class _Child:
 
 
 def _main_path(actor: Actor) -> str | None:
-    """The script a child should load as ``__main__``/``__mp_main__``: in a root actor,
-    the program's own script; in a child, the one its parent passed on."""
+    """The program a child should load as ``__main__``/``__mp_main__``: in a root actor,
+    the program's own script (or, for ``python -m pkg.mod``, ``module:pkg.mod``, which the
+    child imports by name so its relative imports work); in a child, what its parent
+    passed on."""
     if actor.parent_addr is not None:
         return actor.main_path
     main = sys.modules.get("__main__")
+    if main is None:
+        return None
+    spec = main.__spec__
+    if spec is not None and spec.name and spec.name != "__main__":
+        # run with -m: the test runner's own entry point is nobody's program
+        return None if spec.name.startswith("pytest") else MAIN_MODULE_PREFIX + spec.name
     path: str | None = getattr(main, "__file__", None)
     if path and os.path.exists(path) and not path.endswith(("pytest", "__main__.py")):
         return os.path.abspath(path)

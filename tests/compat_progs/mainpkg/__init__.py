@@ -1,0 +1,1 @@
+"""A program run as ``python -m tests.compat_progs.mainpkg.app``."""
