@@ -3,10 +3,12 @@ channels, runtime variables and ``run_daemon``, exercised with real child proces
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
 import tempfile
+import time
 from typing import Any
 
 import pytest
@@ -266,6 +268,34 @@ async def test_oversized_messages_and_unprintable_errors_keep_the_channel(
             # the same channel and the child are fine
             assert await portal.run(compat_funcs.take, data=b"x" * 1000) == 1000
             assert portal.chan.connected()
+
+
+async def test_a_busy_parent_does_not_stall_its_childrens_stderr(
+    reg_addr: tractor.TCPAddress, uds_dir: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A child writing much to stderr while its parent's trio loop is blocked (a CPU-bound
+    root, as upstream's parallelism examples are) is not held up until the parent runs."""
+    go = os.path.join(uds_dir, "go")
+    done = os.path.join(uds_dir, "spewed")
+    with trio.fail_after(40):
+        async with tractor.open_nursery(registry_addrs=[reg_addr]) as an:
+            portal = await an.start_actor("spewer", enable_modules=[COMPAT])
+            async with trio.open_nursery() as tn:
+                tn.start_soon(
+                    functools.partial(
+                        portal.run, compat_funcs.spew_stderr, size=1 << 20, go=go, done=done
+                    )
+                )
+                await trio.sleep(0.05)  # let the call go out
+                # Block this trio loop (nothing of the runtime runs) while the child
+                # writes 1 MiB to stderr: it finishes only if something else drains it.
+                with open(go, "w"):
+                    pass
+                deadline = time.monotonic() + 10
+                while not os.path.exists(done) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert os.path.exists(done), "the child stayed blocked on its stderr"
+    assert capfd.readouterr().err.count("spew ") >= 1000
 
 
 def _flags(an: tractor.ActorNursery) -> tuple[bool, bool]:

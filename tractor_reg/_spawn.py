@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import collections
 import inspect
+import io
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -236,6 +238,30 @@ def _main_path(actor: Actor) -> str | None:
     return None
 
 
+def _drain_stderr(fd: int, tail: collections.deque[bytes]) -> None:
+    """Copy a child's stderr pipe to ours until EOF, keeping its last bytes in ``tail``
+    (runs in a thread; deque appends and pops are atomic)."""
+    out = sys.stderr.buffer if isinstance(sys.stderr, io.TextIOWrapper) else None
+    size = 0
+    try:
+        while chunk := os.read(fd, 65536):
+            tail.append(chunk)
+            size += len(chunk)
+            while size > _STDERR_TAIL and len(tail) > 1:
+                size -= len(tail.popleft())
+            try:
+                if out is not None:
+                    out.write(chunk)
+                    out.flush()
+                else:
+                    sys.stderr.write(chunk.decode("utf-8", "replace"))
+                    sys.stderr.flush()
+            except (OSError, ValueError):
+                out = None  # our own stderr is gone or closed: keep draining the pipe
+    finally:
+        os.close(fd)
+
+
 def _signal(child: _Child, sig: signal.Signals) -> None:
     """Send ``sig`` to a child that has not exited yet (its pid is still its own).
 
@@ -305,6 +331,8 @@ class ActorNursery:
         self._loglevel: str | None = getattr(config, "loglevel", None)
         self.spawn_timeout = DEFAULT_SPAWN_TIMEOUT
         self.reap_grace = DEFAULT_REAP_GRACE
+        # One thread per live child drains its stderr: never wait for a free thread.
+        self._relay_threads = trio.CapacityLimiter(math.inf)
         #: Whether :meth:`cancel` ran (explicitly, or when the block ended).
         self.cancel_called = False
         #: Whether the last :meth:`cancel` saw every child go without a signal.
@@ -488,6 +516,8 @@ class ActorNursery:
         )
         report_r, report_w = os.pipe()
         spec = msgspec.structs.replace(spec, report_fd=report_w)
+        # The child's stderr is drained by a thread (see _relay_stderr), on a pipe of ours.
+        err_r, err_w = os.pipe()
         # A root's child leads a new session and process group (away from the terminal's
         # Ctrl-C, which the root handles); deeper actors stay in that group, so that one
         # killpg ends a subtree even when an actor in its middle is stuck or gone.
@@ -498,22 +528,25 @@ class ActorNursery:
             proc = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "tractor_reg._child"],
                 stdin=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stderr=err_w,
                 start_new_session=leader,
                 pass_fds=(report_w,),
                 **options.proc_kwargs,
             )
             started = True
         finally:
-            # The child holds the only write end: EOF once it connected back or exited.
+            # The child holds the only write ends: EOF once it connected back or exited
+            # (stderr: once its whole subtree exited).
             os.close(report_w)
+            os.close(err_w)
             if not started:
                 os.close(report_r)
+                os.close(err_r)
                 actor.forget_child(uuid)
         child = _Child(name, uuid, proc, leader)
         self._children[uuid] = child
         self._nursery.start_soon(self._read_report, child, trio.lowlevel.FdStream(report_r))
-        self._nursery.start_soon(self._relay_stderr, child)
+        self._nursery.start_soon(self._relay_stderr, child, err_r)
         self._nursery.start_soon(self._monitor, child, arrived)
         try:
             assert proc.stdin is not None
@@ -550,28 +583,21 @@ class ActorNursery:
                 with trio.CancelScope(shield=True):
                     await self._reap(child, hard_kill=True)
 
-    async def _relay_stderr(self, child: _Child) -> None:
-        """Forward the child's stderr to ours, keeping a tail for crash reports."""
-        stream = child.proc.stderr
-        assert stream is not None
-        size = 0
-        out = getattr(sys.stderr, "buffer", None)
+    async def _relay_stderr(self, child: _Child, fd: int) -> None:
+        """Forward the child's stderr to ours, keeping a tail for crash reports.
+
+        A thread does the reading: a parent whose trio loop is busy (CPU-bound work in
+        the root, a blocking call) must not stall its children, which would block as
+        soon as the pipe filled while nothing read it.
+        """
         try:
-            while True:
-                chunk = await stream.receive_some(65536)
-                if not chunk:
-                    break
-                child.stderr_tail.append(bytes(chunk))
-                size += len(chunk)
-                while size > _STDERR_TAIL and len(child.stderr_tail) > 1:
-                    size -= len(child.stderr_tail.popleft())
-                if out is not None:
-                    out.write(chunk)
-                    out.flush()
-                else:
-                    sys.stderr.write(chunk.decode("utf-8", "replace"))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            await trio.to_thread.run_sync(
+                _drain_stderr,
+                fd,
+                child.stderr_tail,
+                abandon_on_cancel=True,
+                limiter=self._relay_threads,
+            )
         finally:
             child.stderr_done.set()
 

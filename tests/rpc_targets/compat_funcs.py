@@ -92,3 +92,16 @@ async def raise_unprintable() -> None:
 
 async def forever() -> None:
     await trio.sleep_forever()
+
+
+async def spew_stderr(size: int, go: str, done: str) -> None:
+    """Once the file ``go`` exists, write ``size`` bytes to stderr (more than a pipe
+    holds), then create ``done``."""
+    deadline = time.monotonic() + 20
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        await trio.sleep(0.01)
+    line = b"spew " + b"." * 994 + b"\n"
+    for _ in range(size // len(line)):
+        os.write(2, line)
+    with open(done, "w"):
+        pass
