@@ -43,6 +43,32 @@ async def test_large_calls_both_ways_with_inline_pings_never_hang(uds_dir: str) 
         await child.cancel_actor()
 
 
+async def test_both_ends_flooding_each_other_with_calls_never_hang(uds_dir: str) -> None:
+    """Parent and child each send 20,000 concurrent calls over one channel: the answers
+    each reader posts pile up faster than the other end reads them. Calls in flight are
+    bounded per channel on the calling side, below what a reader holds back, so neither
+    reader ever stops reading and every call is answered."""
+    pings = 20_000
+    async with tractor_reg.open_nursery(
+        name="parent",
+        registry_addrs=[tractor_reg.UDSAddress(uds_dir, "reg.sock")],
+        enable_modules=[WEDGE],
+        enable_transports=["uds"],
+    ) as an:
+        child = await an.start_actor("child", enable_modules=[WEDGE])
+        with trio.fail_after(50):
+            async with trio.open_nursery() as both:
+                results: list[int] = []
+
+                async def from_child() -> None:
+                    results.append(await child.run(wedge.flood_parent, pings=pings))
+
+                both.start_soon(from_child)
+                results.append(await wedge.flood(child, pings))
+            assert results == [pings, pings]
+        await child.cancel_actor()
+
+
 @pytest.mark.parametrize("delay", [0.0005, 0.002, 0.01])
 async def test_a_call_cancelled_mid_send_leaves_the_channel_usable(
     reg_addr: tractor_reg.TCPAddress, delay: float

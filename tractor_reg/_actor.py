@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import errno
 import importlib
 import inspect
@@ -46,6 +47,7 @@ from ._ipc import (
     DEFAULT_FRAME_DEADLINE,
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_FRAME_SIZE,
+    MAX_PENDING_CALLS,
     Aid,
     Channel,
     accepted_raddr,
@@ -62,6 +64,11 @@ log = logging.getLogger("tractor_reg.actor")
 
 #: ``Actor.main_path`` of a program run as ``python -m pkg.mod``: ``module:pkg.mod``.
 MAIN_MODULE_PREFIX = "module:"
+
+#: Calls one channel's reader holds back while its posted answers wait unread; past it
+#: the reader stops reading that peer (back-pressure), for at most the frame deadline.
+_HELD_CALLS_MAX = 4096
+assert _HELD_CALLS_MAX > MAX_PENDING_CALLS  # a tractor_reg peer never fills it
 
 #: Default registration lease (seconds) and renew interval: a dead actor vanishes from
 #: lookups within 30 s even if nobody reports it, at one tiny RPC per 10 s per actor.
@@ -108,6 +115,49 @@ REGISTRY_ERRORS: tuple[type[Exception], ...] = (
     BackendError,
     InvalidRequest,
 )
+
+
+class _HeldCalls:
+    """The calls a channel's reader held back, in arrival order, while the answers it
+    posted wait for the peer to read them (at most ``_HELD_CALLS_MAX``)."""
+
+    def __init__(self) -> None:
+        self._calls: collections.deque[Call] = collections.deque()
+        self._added = trio.Event()
+        self._taken = trio.Event()
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def __contains__(self, cid: int) -> bool:
+        return any(call.cid == cid for call in self._calls)
+
+    @property
+    def full(self) -> bool:
+        return len(self._calls) >= _HELD_CALLS_MAX
+
+    def add(self, call: Call) -> None:
+        self._calls.append(call)
+        self._added.set()
+        self._added = trio.Event()
+
+    def take(self) -> Call:
+        call = self._calls.popleft()
+        self._taken.set()
+        self._taken = trio.Event()
+        return call
+
+    def discard(self, cid: int) -> None:
+        for call in self._calls:
+            if call.cid == cid:
+                self._calls.remove(call)
+                return
+
+    async def wait_added(self) -> None:
+        await self._added.wait()
+
+    async def wait_taken(self) -> None:
+        await self._taken.wait()
 
 
 class Actor:
@@ -1027,9 +1077,13 @@ class Actor:
 
     async def _message_loop(self, chan: Channel, calls: trio.Nursery) -> None:
         # The loop is the channel's reader: it never waits for a send to go out (answers
-        # are posted), so that both ends of a channel always keep reading.
+        # are posted), so that both ends of a channel always keep reading. While the
+        # answers it posted pile up unread (the peer does not read, or both ends flood
+        # each other), calls are held back in order instead, up to _HELD_CALLS_MAX.
         scopes = self._calls[chan]
+        held = _HeldCalls()
         _state.current_channel.set(chan)  # for inline endpoints; tasks inherit it too
+        calls.start_soon(self._run_held_calls, chan, held, calls)
         while True:
             try:
                 msg = await chan.next_inbound()
@@ -1040,24 +1094,32 @@ class Actor:
                 await self._send_channel_error(chan, exc)
                 return
             if isinstance(msg, Call):
-                if msg.cid <= 0 or msg.cid in scopes:
+                if msg.cid <= 0 or msg.cid in scopes or msg.cid in held:
                     violation = ProtocolError(f"call id {msg.cid} is not a fresh positive id")
                     self._violation(chan, violation)
                     await self._send_channel_error(chan, violation)
                     return
-                if msg.ns == "self" and msg.func in self.INLINE_ENDPOINTS:
-                    await self._run_inline(chan, msg, calls)
+                if held or chan.outbox_full:
+                    if held.full:
+                        # Back-pressure: stop reading until a held call starts. If none
+                        # does within the frame deadline, both ends wait on each other
+                        # (or the peer never reads): drop the channel, loudly.
+                        with trio.move_on_after(self.frame_deadline) as stuck:
+                            await held.wait_taken()
+                        if stuck.cancelled_caught:
+                            self.peer_warnings.warn(
+                                _peer_key(chan),
+                                "%r: dropping %r: %d calls held back for %gs while it did "
+                                "not read the answers already sent",
+                                self,
+                                chan,
+                                len(held),
+                                self.frame_deadline,
+                            )
+                            return
+                    held.add(msg)
                     continue
-                if (
-                    len(scopes) >= self.max_calls_per_channel
-                    or self._spawned_calls >= self.max_calls
-                ):
-                    await self._refuse_call(chan, msg, len(scopes), calls)
-                    continue
-                scope = trio.CancelScope()
-                scopes[msg.cid] = scope
-                self._spawned_calls += 1
-                calls.start_soon(self._run_call, chan, msg, scope)
+                await self._dispatch_call(chan, msg, calls)
             elif isinstance(msg, Return):
                 chan.deliver(msg)
             elif isinstance(msg, Error):
@@ -1076,6 +1138,8 @@ class Actor:
                 target = scopes.get(msg.cid)
                 if target is not None:
                     target.cancel()
+                else:
+                    held.discard(msg.cid)  # not started yet: it never will be
             else:
                 violation = ProtocolError(
                     f"unexpected {type(msg).__name__} frame after the handshake"
@@ -1083,6 +1147,32 @@ class Actor:
                 self._violation(chan, violation)
                 await self._send_channel_error(chan, violation)
                 return
+
+    async def _run_held_calls(self, chan: Channel, held: _HeldCalls, calls: trio.Nursery) -> None:
+        """Start the calls the reader held back, in order, as the peer reads answers."""
+        while True:
+            if not held:
+                await held.wait_added()
+                continue
+            await chan.wait_outbox_room()
+            if chan.closed:
+                return
+            while held and not chan.outbox_full:
+                await self._dispatch_call(chan, held.take(), calls)
+
+    async def _dispatch_call(self, chan: Channel, msg: Call, calls: trio.Nursery) -> None:
+        """Answer an inline call at once, refuse one over the limits, or start it."""
+        scopes = self._calls[chan]
+        if msg.ns == "self" and msg.func in self.INLINE_ENDPOINTS:
+            await self._run_inline(chan, msg, calls)
+            return
+        if len(scopes) >= self.max_calls_per_channel or self._spawned_calls >= self.max_calls:
+            await self._refuse_call(chan, msg, len(scopes), calls)
+            return
+        scope = trio.CancelScope()
+        scopes[msg.cid] = scope
+        self._spawned_calls += 1
+        calls.start_soon(self._run_call, chan, msg, scope)
 
     async def _refuse_call(
         self, chan: Channel, call: Call, running: int, calls: trio.Nursery

@@ -71,6 +71,9 @@ _INBOX_LIMIT = 64
 #: Encoded answers the message loop may queue for a peer that does not read them before
 #: the loop stops reading that peer (bytes; one frame is always accepted).
 _OUTBOX_LIMIT = 1024 * 1024
+#: Calls one channel has in flight at once; more wait for a slot on the calling side.
+#: Below the calls a reader holds back (``_actor._HELD_CALLS_MAX``): see ``call``.
+MAX_PENDING_CALLS = 1024
 #: Frames up to this size are read without a reservation from the actor's input budget
 #: (a channel buffers at most one receive chunk beyond its current frame anyway).
 _UNBUDGETED_FRAME = _RECV_CHUNK
@@ -212,6 +215,7 @@ class Channel:
         self._outbox: deque[bytes] = deque()
         self._outbox_bytes = 0
         self._outbox_room: trio.Event | None = None
+        self._call_slots = trio.Semaphore(MAX_PENDING_CALLS)
         self._flushing = False
         self._next_cid = 1
         self._pending: dict[int, _PendingCall] = {}
@@ -332,8 +336,8 @@ class Channel:
         """Send ``msg`` without waiting for the wire: for the message loop's own answers.
 
         On a free plain socket the frame is written at once if the kernel takes it;
-        otherwise it is queued for a flusher task started in ``nursery``. Waits only
-        when more than a bounded amount is queued for a peer that does not read.
+        otherwise it is queued for a flusher task started in ``nursery``. Never waits:
+        the caller keeps the queue bounded (:attr:`outbox_full`).
         Raises ``TypeError`` / ``msgspec.EncodeError`` if ``msg`` cannot be encoded, and
         :class:`FrameTooLarge` if it would not fit in a frame.
         """
@@ -362,7 +366,18 @@ class Channel:
             if not self._flushing:
                 self._flushing = True
                 nursery.start_soon(self._flush, False)
-        while self._outbox_bytes > _OUTBOX_LIMIT and not self._closed:
+
+    @property
+    def outbox_full(self) -> bool:
+        """More than a bounded amount of posted answers waits for the peer to read it:
+        the reader holds further calls back (see ``Actor._message_loop``) instead of
+        waiting here, since a reader that waits on a send can wedge a channel whose two
+        ends both flood."""
+        return self._outbox_bytes > _OUTBOX_LIMIT and not self._closed
+
+    async def wait_outbox_room(self) -> None:
+        """Return once :attr:`outbox_full` is false (or the channel closed)."""
+        while self.outbox_full:
             self._outbox_room = room = trio.Event()
             await room.wait()
 
@@ -696,6 +711,20 @@ class Channel:
         if self.on_first_call is not None:
             start, self.on_first_call = self.on_first_call, None
             start()
+        # At most MAX_PENDING_CALLS calls in flight per channel (the others wait here):
+        # the peer then never has more to hold back than it can (see Actor._message_loop),
+        # so two ends flooding each other cannot both stop reading.
+        slots = self._call_slots
+        if slots.value:
+            slots.acquire_nowait()  # no schedule point on the common path
+        else:
+            await slots.acquire()
+        try:
+            return await self._call(ns, func, kwargs)
+        finally:
+            slots.release()
+
+    async def _call(self, ns: str, func: str, kwargs: dict[str, Any]) -> Any:
         cid = self._next_cid
         self._next_cid += 1
         pending = _PendingCall()

@@ -31,6 +31,26 @@ async def hammer(portal: tractor_reg.Portal, size: int, rounds: int) -> int:
     return done
 
 
+async def flood(portal: tractor_reg.Portal, pings: int) -> int:
+    """``pings`` concurrent inline calls to the other end of ``portal``."""
+    answered = 0
+
+    async def ping() -> None:
+        nonlocal answered
+        await portal.run_from_ns("self", "ping")
+        answered += 1
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(pings):
+            nursery.start_soon(ping)
+    return answered
+
+
+async def flood_parent(pings: int) -> int:
+    """Run in a child: :func:`flood` its parent over the channel the parent calls on."""
+    return await flood(tractor_reg.current_actor().get_parent(), pings)
+
+
 async def hammer_parent(size: int, rounds: int) -> int:
     """Run in a child: :func:`hammer` its parent over the channel the parent calls on."""
     return await hammer(tractor_reg.current_actor().get_parent(), size, rounds)
