@@ -4,6 +4,7 @@ per-host connection cap and rate-limited warnings about bad peers."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
@@ -236,3 +237,53 @@ async def test_serve_limit_flags_apply(reg_addr: tractor_reg.TCPAddress) -> None
                 reply = await a.call("self", "wait_for_actor", name="nobody-either")
                 assert isinstance(reply, Error) and reply.type_name == "LimitExceeded"
                 assert await a.reg("find_actor", name="nobody") is None  # inline: still served
+
+
+VICTIM = """
+import json, sys, trio, tractor_reg
+async def main():
+    async with tractor_reg.open_root_actor(
+        name="victim", registry_addrs=[("127.0.0.1", int(sys.argv[1]))],
+        max_connections_per_host=3,
+    ) as actor:
+        print("VICTIM", json.dumps([actor.uuid, list(actor.accept_addrs[0])]), flush=True)
+        await trio.sleep_forever()
+trio.run(main)
+"""
+
+
+async def test_taking_an_actors_slots_does_not_get_it_evicted(
+    reg_addr: tractor_reg.TCPAddress,
+) -> None:
+    """A peer that fills a live actor's connection slots and then reports its address
+    stale (or registers it as its own) evicts nothing: the actor refusing the registrar's
+    probe for being full is an answer, so it counts as alive."""
+    with trio.fail_after(30):
+        async with tractor_reg.open_root_actor(registry_addrs=[reg_addr]):
+            with spawn(python("-c", VICTIM, str(reg_addr.port))) as victim:
+                line = await victim.await_line("VICTIM")
+                uuid, addr = json.loads(line.split(" ", 1)[1])
+                victim_addr = tractor_reg.TCPAddress(addr[0], addr[1])
+                squatters: list[RawPeer] = []
+                try:
+                    for i in range(3):  # every slot the victim has for this host
+                        stream = await trio.open_tcp_stream(*victim_addr)
+                        squatter = RawPeer(stream)
+                        await squatter.handshake("squatter", f"squatter-{i}")
+                        squatters.append(squatter)
+                    async with client(reg_addr, "attacker") as attacker:
+                        before = await attacker.reg("find_actors", name="victim")
+                        assert await attacker.reg("delete_addr", addr=list(victim_addr)) is False
+                        stolen = await attacker.call(
+                            "self",
+                            "register_actor",
+                            uid=["victim", "evil-uuid"],
+                            addr=[list(victim_addr)],
+                        )
+                        assert isinstance(stolen, Error), stolen
+                        assert stolen.type_name == "PermissionDenied", stolen
+                        assert await attacker.reg("find_actors", name="victim") == before
+                        assert [e["uid"][1] for e in before] == [uuid]
+                finally:
+                    for squatter in squatters:
+                        await squatter.aclose()

@@ -62,6 +62,16 @@ class HandshakeError(ProtocolError):
     """The identity handshake failed or did not complete within its deadline."""
 
 
+class PeerRefused(HandshakeError):
+    """The peer answered the connection with an error instead of its handshake (for
+    example ``LimitExceeded``: it serves too many connections). Something is alive and
+    speaking the protocol at that address."""
+
+    def __init__(self, message: str, type_name: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+
+
 class AuthenticationError(HandshakeError):
     """The peer could not prove the shared secret, or demanded one this side lacks."""
 

@@ -28,6 +28,7 @@ from ._exceptions import (
     FrameTimeout,
     FrameTooLarge,
     HandshakeError,
+    PeerRefused,
     ProtocolError,
     RemoteActorError,
     TransportClosed,
@@ -685,6 +686,10 @@ class Channel:
             )
 
     def _accept_hello(self, msg: Msg) -> Aid:
+        if isinstance(msg, Error):
+            raise PeerRefused(
+                f"peer refused the connection: {msg.type_name}: {msg.message}", msg.type_name
+            )
         if not isinstance(msg, Handshake):
             raise HandshakeError(f"expected a handshake, got a {type(msg).__name__} frame")
         if msg.version != PROTOCOL_VERSION:

@@ -31,6 +31,7 @@ from ._exceptions import (
     BackendError,
     InvalidRequest,
     LimitExceeded,
+    PeerRefused,
     PermissionDenied,
 )
 from ._ipc import Channel, _socket_of
@@ -710,6 +711,12 @@ class Registrar(Actor):
         try:
             with trio.fail_after(self.probe_timeout * 2):
                 chan = await self.connect_channel(addr, self.probe_timeout)
+        except PeerRefused as exc:
+            # Something alive answers there (a full actor refusing connections: which a
+            # peer can bring about by taking its slots). Only silence, a refused connect
+            # or another uid makes an address stale.
+            log.info("%s refused the liveness probe (%s); keeping it", addr, exc.type_name)
+            return True
         except _PROBE_ERRORS:
             return False
         try:
