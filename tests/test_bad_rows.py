@@ -42,6 +42,9 @@ CORRUPTIONS = [
     ),
     pytest.param("entries", "addrs", "'[[\"127.0.0.1\", 1'", "bad addresses", id="json"),
     pytest.param("entries", "revision", "'seven'", "not an integer", id="type"),
+    # read as "unowned" a damaged owner would let anyone take the entry over
+    pytest.param("entries", "owner", "'abc'", "not a 32-byte digest", id="owner-text"),
+    pytest.param("entries", "owner", "X'0102'", "not a 32-byte digest", id="owner-short"),
 ]
 
 
@@ -404,3 +407,34 @@ def test_redis_bad_field_and_stream_entry_skipped_by_serve_export_check(
     bad = json.loads(checked.stdout)["bad_rows"]
     assert [(b["kind"], b["table"]) for b in bad][:1] == [("entry", keys["entries"])]
     assert any(b["kind"] == "change" and b["table"] == keys["changes"] for b in bad), bad
+
+
+def test_an_address_held_by_two_uids_goes_to_the_newer(tmp_path: Path) -> None:
+    """A file edited so that two entries hold one address: check names the older row,
+    and a registrar serves the address for the newer holder only, as a registration
+    would have left it."""
+    db, url, good = make_store(tmp_path)
+    older = rowid_of(db, "uuid-live-1")
+    conn = sqlite3.connect(db)
+    try:
+        [shared] = conn.execute("SELECT addrs FROM entries WHERE uuid = 'uuid-live-2'").fetchone()
+    finally:
+        conn.close()
+    sql(db, "UPDATE entries SET addrs = ? WHERE rowid = ?", (shared, older))
+    result = cli("check", "--backend", url, "--json")
+    failed(result)
+    bad = json.loads(result.stdout)["bad_rows"]
+    assert [(b["table"], b["rowid"], b["column"]) for b in bad] == [("entries", older, "addrs")]
+    assert "also held by the newer ('svc2', 'uuid-live-2')" in bad[0]["reason"]
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    with spawn(registrar_argv(addr, extra=["--backend", url])) as proc:
+        proc.wait_line("READY")
+        host, port = json.loads(shared)[0]
+        holders = [
+            (e["name"], e["uuid"]) for e in ls_json(addr) if f"tcp://{host}:{port}" in e["addrs"]
+        ]
+        stop(proc)
+        log = proc.stderr_tail(20000)
+    assert holders == [("svc2", "uuid-live-2")], holders
+    assert "is held by ('svc1', 'uuid-live-1') and by the newer ('svc2', 'uuid-live-2')" in log
+    assert {g["uuid"] for g in good} >= {"uuid-live-2"}

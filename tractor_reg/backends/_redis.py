@@ -63,6 +63,7 @@ from ._replica import (
     build_history,
     change_for,
     interned_addrs,
+    one_holder_per_address,
     plan_batch,
     revision_of,
 )
@@ -982,7 +983,7 @@ class RedisBackend(ReplicatedBackend):
         behind = revision < self._view.current_revision
         entries.sort(key=revision_of)  # the view orders each name's entries by revision
         self._view.reset()
-        for entry in entries:
+        for entry in one_holder_per_address(entries, self._where()):
             self._view.apply_upsert(entry)
         self._seq, self._last_id = seq, last_id
         self._view.apply_revision(revision)

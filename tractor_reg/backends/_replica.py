@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import msgspec
 import trio
 
 from .._exceptions import BackendClosed, BackendError, InvalidRequest, PermissionDenied
@@ -217,6 +218,39 @@ class _Scratch(MemoryBackend):
 
     async def _enter(self) -> None:
         self._check_usable()
+
+
+def one_holder_per_address(entries: Sequence[Entry], where: str) -> list[Entry]:
+    """``entries`` (in revision order) with every address held by one uid only.
+
+    The store's writes keep an address to one uid; a table edited by hand (or restored
+    from mixed backups) may not. The newest holder keeps the address, as a registration
+    would have made it; an older holder loses it (and goes if it has none left), with an
+    ERROR naming both.
+    """
+    holder: dict[AddrTuple, int] = {}
+    for index, entry in enumerate(entries):
+        for addr in entry.addrs:
+            holder[addr] = index
+    kept: list[Entry] = []
+    for index, entry in enumerate(entries):
+        addrs = tuple(a for a in entry.addrs if holder[a] == index)
+        if len(addrs) == len(entry.addrs):
+            kept.append(entry)
+            continue
+        for addr in entry.addrs:
+            if holder[addr] != index:
+                log.error(
+                    "%s: address %s is held by %s and by the newer %s; %s loses it",
+                    where,
+                    addr,
+                    entry.uid,
+                    entries[holder[addr]].uid,
+                    entry.uid,
+                )
+        if addrs:
+            kept.append(msgspec.structs.replace(entry, addrs=addrs))
+    return kept
 
 
 async def plan_batch(view: MemoryBackend, batch: Sequence[Op], now: float) -> Plan:

@@ -56,6 +56,7 @@ from ._replica import (
     Unreadable,
     build_history,
     change_for,
+    one_holder_per_address,
     plan_batch,
 )
 from ._sqlite_rows import (
@@ -844,7 +845,8 @@ class SQLiteBackend(ReplicatedBackend):
         changes, floor = build_history(map(self._history_item, history), snap.revision)
         del history
         self._view.reset()
-        for entry in entries:  # in revision order: the view keeps each name's order
+        # in revision order: the view keeps each name's order
+        for entry in one_holder_per_address(entries, self.path):
             self._view.apply_upsert(entry)
         del entries
         self._seq = snap.seq

@@ -134,25 +134,55 @@ def scan(conn: sqlite3.Connection, tables: set[str], now: float) -> ScanResult:
     conn.text_factory = lenient_text
     result = ScanResult()
     if "entries" in tables:
-        for row in conn.execute(f"SELECT {ENTRY_COLUMNS}, rowid FROM entries ORDER BY rowid"):
+        owner = _owner_column(conn, "entries")
+        query = f"SELECT {ENTRY_COLUMNS}, {owner}, rowid FROM entries ORDER BY rowid"
+        # address -> (revision, rowid, uid, values) of the newest row holding it
+        holders: dict[Any, tuple[int, Any, Any, dict[str, Any]]] = {}
+        for row in conn.execute(query):
+            values = dict(zip([*_ENTRY_NAMES, "owner"], row[:8], strict=True))
             try:
-                entry = entry_from_row(row)
+                entry = entry_from_row(row, row[7])
             except RowError as exc:
-                values = dict(zip(_ENTRY_NAMES, row[:7], strict=True))
-                result.bad.append(RowProblem("entries", row[7], exc.column, exc.reason, values))
+                result.bad.append(RowProblem("entries", row[8], exc.column, exc.reason, values))
                 continue
             if entry.expires_at <= now:
                 result.expired += 1
             else:
                 result.live += 1
+            for addr in entry.addrs:
+                mine = (entry.revision, row[8], entry.uid, values)
+                other = holders.setdefault(addr, mine)
+                if other is mine:
+                    continue
+                older, newer = sorted((other, mine), key=lambda h: (h[0], h[1]))
+                holders[addr] = newer
+                # An address belongs to one uid: registrars give it to the newest holder.
+                result.bad.append(
+                    RowProblem(
+                        "entries",
+                        older[1],
+                        "addrs",
+                        f"address {list(addr)} is also held by the newer {newer[2]} "
+                        f"(rowid {newer[1]})",
+                        older[3],
+                    )
+                )
     if "changes" in tables:
-        for row in conn.execute(f"SELECT {CHANGE_COLUMNS} FROM changes ORDER BY seq"):
+        owner = _owner_column(conn, "changes")
+        query = f"SELECT {CHANGE_COLUMNS}, {owner} FROM changes ORDER BY seq"
+        for row in conn.execute(query):
             try:
                 change_from_row(row)
             except RowError as exc:
-                values = dict(zip(_CHANGE_NAMES, row, strict=True))
+                values = dict(zip([*_CHANGE_NAMES, "owner"], row, strict=True))
                 result.bad.append(RowProblem("changes", row[0], exc.column, exc.reason, values))
     return result
+
+
+def _owner_column(conn: sqlite3.Connection, table: str) -> str:
+    """``owner`` if ``table`` has that column (schema version 3 on), else ``NULL``."""
+    columns = {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
+    return "owner" if "owner" in columns else "NULL"
 
 
 def tables_of(conn: sqlite3.Connection) -> set[str]:

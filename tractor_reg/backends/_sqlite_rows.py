@@ -123,9 +123,17 @@ def _time(value: object, column: str) -> float:
 
 
 def owner_digest(value: object) -> bytes:
-    """A stored owner: a 32-byte digest, or ``b""`` (unowned) for anything else (NULL, an
-    older row, an edited value): such an entry is adopted by its next registration."""
-    return value if type(value) is bytes and len(value) == OWNER_DIGEST_SIZE else b""
+    """A stored owner: a 32-byte digest, or ``b""`` (unowned: NULL or empty, as rows
+    written before owners existed) which the entry's next registration adopts.
+
+    Anything else is damage, and a :class:`RowError`: read as "unowned" it would let
+    anyone take the entry over, so the row is skipped and reported instead.
+    """
+    if value is None or value == b"":
+        return b""
+    if type(value) is bytes and len(value) == OWNER_DIGEST_SIZE:
+        return value
+    raise RowError("owner", f"not a {OWNER_DIGEST_SIZE}-byte digest: {shown(value)}")
 
 
 def entry_from_row(row: Sequence[Any], owner: object = b"") -> Entry:
