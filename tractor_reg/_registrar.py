@@ -65,7 +65,8 @@ class RegistryLimits:
     """Caps that keep one misbehaving peer from exhausting the registrar.
 
     ``max_entries``: live entries in the whole registry; ``max_entries_per_peer``: live
-    entries registered from one peer host (all Unix-socket peers count as one host);
+    entries registered from one peer host (counted as the connection limits count hosts:
+    TCP by source address, Unix-socket peers by user id);
     ``max_addrs_per_uid``: addresses one uid may hold. Hitting one refuses the offending
     registration with :class:`LimitExceeded`; nothing else is affected.
     ``max_lease_ttl``: the longest lease (seconds) a registration or renewal is granted;
@@ -324,7 +325,8 @@ class Registrar(Actor):
         ):
             self._stalled = True
             self.stalls += 1
-            log.warning("this registrar did not run for %.1f s; re-checking the store", paused)
+            # INFO: a busy event loop looks the same as a stopped process from here.
+            log.info("this registrar did not run for %.1f s; re-checking the store", paused)
         return self._stalled
 
     async def _current_view(self) -> None:
@@ -433,15 +435,7 @@ class Registrar(Actor):
         chan = self._caller()
         if chan is None:
             return None  # the registrar itself
-        sock = getattr(chan.stream, "socket", None)
-        if sock is None:  # TLS: the transport stream holds the socket
-            sock = getattr(getattr(chan.stream, "transport_stream", None), "socket", None)
-        if sock is None or sock.family == socket.AF_UNIX:
-            return "uds"
-        try:
-            return str(sock.getpeername()[0])
-        except OSError:
-            return "unknown"
+        return chan.host  # as the connection limits count it
 
     async def _enforce_limits(self, uid: tuple[str, str], addrs: list[Address]) -> None:
         limits = self.limits

@@ -24,7 +24,7 @@ FORGED = secrets.token_bytes(32)
 def attempts(uid: list[str], mine: list[Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """(label, endpoint, kwargs) of every attempt on ``uid``; ``mine``: our own address."""
     return [
-        # as before ownership: no token at all
+        # no token at all
         ("unregister-no-token", "unregister_actor", {"uid": uid}),
         ("renew-no-token", "renew_lease", {"uid": uid, "ttl": 3600.0}),
         ("unregister", "unregister_actor", {"uid": uid, "token": FORGED}),
@@ -47,7 +47,7 @@ async def main(args: argparse.Namespace) -> None:
             secret = fh.read().strip()
     uid = [args.name, args.uuid]
     mine = ["127.0.0.1", args.own_port]
-    # Hello as the victim: before ownership, a declared uid was all the registrar checked.
+    # Hello as the victim: a uid declared in a handshake must prove nothing.
     async with client(args.registry, args.name, args.uuid, secret=secret) as peer:
         for label, func, kwargs in attempts(uid, mine):
             reply = await peer.call("self", func, **kwargs)
