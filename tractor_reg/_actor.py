@@ -50,7 +50,6 @@ from ._ipc import (
     MAX_PENDING_CALLS,
     Aid,
     Channel,
-    accepted_raddr,
     open_listener,
     open_stream,
 )
@@ -125,6 +124,7 @@ class _HeldCalls:
         self._calls: collections.deque[Call] = collections.deque()
         self._added = trio.Event()
         self._taken = trio.Event()
+        self.runner_started = False
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -610,7 +610,7 @@ class Actor:
             if stream.socket.family != socket.AF_UNIX and self.security.tls is not None:
                 secured = trio.SSLStream(stream, self.security.server_ctx, server_side=True)
             plain = secured is stream
-            chan = self._channel(secured, accepted_raddr(stream))
+            chan = self._channel(secured, None, accepted=True)
             host = chan.host
             if self._inbound >= self.max_connections:
                 service.start_soon(self._refuse_inbound, chan, plain, host, None)
@@ -921,11 +921,16 @@ class Actor:
         return chan
 
     def _channel(
-        self, stream: trio.abc.Stream, raddr: Address | None, role: str = "peer"
+        self,
+        stream: trio.abc.Stream,
+        raddr: Address | None,
+        role: str = "peer",
+        accepted: bool = False,
     ) -> Channel:
         return Channel(
             stream,
             raddr=raddr,
+            accepted=accepted,
             max_frame_size=self.max_frame_size,
             role=role,
             frame_deadline=self.frame_deadline,
@@ -1083,7 +1088,6 @@ class Actor:
         scopes = self._calls[chan]
         held = _HeldCalls()
         _state.current_channel.set(chan)  # for inline endpoints; tasks inherit it too
-        calls.start_soon(self._run_held_calls, chan, held, calls)
         while True:
             try:
                 msg = await chan.next_inbound()
@@ -1117,6 +1121,10 @@ class Actor:
                                 self.frame_deadline,
                             )
                             return
+                    if not held.runner_started:
+                        # Started on first need: most channels never hold a call back.
+                        held.runner_started = True
+                        calls.start_soon(self._run_held_calls, chan, held, calls)
                     held.add(msg)
                     continue
                 await self._dispatch_call(chan, msg, calls)

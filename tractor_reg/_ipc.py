@@ -178,7 +178,6 @@ class Channel:
 
     # The public instance attributes (set in __init__).
     stream: trio.abc.Stream
-    raddr: Address | None
     max_frame_size: int
     role: str
 
@@ -189,19 +188,20 @@ class Channel:
         raddr: Address | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         role: str = "peer",
+        accepted: bool = False,
         frame_deadline: float = DEFAULT_FRAME_DEADLINE,
         budget: InputBudget | None = None,
     ) -> None:
         self.stream = stream
-        self.raddr = raddr
+        self._raddr = raddr
+        #: True for an accepted connection whose raddr is still to be read (see raddr).
+        self._accepted = accepted and raddr is None
         #: The role this side declared in its handshake ("peer", "child", "lookup").
         self.role = role
         self.max_frame_size = max_frame_size
         #: Seconds a started frame may take to arrive completely, or to go out.
         self.frame_deadline = frame_deadline
         self._aid: Aid | None = None
-        #: The peer host this connection counts against (see :func:`peer_host`).
-        self.host = peer_host(stream)
         self._buf = bytearray()
         # Receive side: the actor-wide budget large frames are reserved from, what this
         # channel holds of it, and when the frame being read must be complete.
@@ -248,6 +248,25 @@ class Channel:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @functools.cached_property
+    def host(self) -> str:
+        """The peer host this connection counts against (see :func:`peer_host`); asked of
+        the socket on first use only (a dialled lookup connection never needs it)."""
+        return peer_host(self.stream)
+
+    @property
+    def raddr(self) -> Address | None:
+        if self._raddr is None and self._accepted:
+            # An accepted connection's far end is asked of the socket on first use only.
+            self._accepted = False
+            self._raddr = accepted_raddr(self.stream)
+        return self._raddr
+
+    @raddr.setter
+    def raddr(self, value: Address | None) -> None:
+        self._raddr = value
+        self._accepted = False
 
     def connected(self) -> bool:
         """Whether the connection is still open (upstream's spelling of ``not closed``)."""
