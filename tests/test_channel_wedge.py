@@ -7,6 +7,9 @@ they guard against are races.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import pytest
 import trio
 
@@ -17,12 +20,15 @@ WEDGE = "tests.rpc_targets.wedge"
 MB3 = 3 * 1024 * 1024
 
 
-async def test_large_calls_both_ways_with_inline_pings_never_hang(uds_dir: str) -> None:
-    """Parent and child call each other with 3 MB arguments over the same channel, each
-    also pinging the other (an inline endpoint) all along: every call ends. Over Unix
-    sockets, whose kernel buffers are far smaller than a frame (loopback TCP's grow to
-    hold it, which hides the fault)."""
-    rounds = 20
+async def both_ways(
+    uds_dir: str,
+    from_parent: Callable[[tractor_reg.Portal], Awaitable[int]],
+    from_child: Callable[..., Awaitable[int]],
+    deadline: float,
+    **kwargs: Any,
+) -> list[int]:
+    """A parent and its child over Unix sockets, each running its side of a scenario on
+    the one channel between them at the same time; both results."""
     async with tractor_reg.open_nursery(
         name="parent",
         registry_addrs=[tractor_reg.UDSAddress(uds_dir, "reg.sock")],
@@ -30,17 +36,34 @@ async def test_large_calls_both_ways_with_inline_pings_never_hang(uds_dir: str) 
         enable_transports=["uds"],
     ) as an:
         child = await an.start_actor("child", enable_modules=[WEDGE])
-        with trio.fail_after(30):
+        results: list[int] = []
+        with trio.fail_after(deadline):
             async with trio.open_nursery() as both:
-                results: list[int] = []
 
-                async def from_child() -> None:
-                    results.append(await child.run(wedge.hammer_parent, size=MB3, rounds=rounds))
+                async def child_side() -> None:
+                    results.append(await child.run(from_child, **kwargs))
 
-                both.start_soon(from_child)
-                results.append(await wedge.hammer(child, MB3, rounds))
-            assert results == [rounds, rounds]
+                both.start_soon(child_side)
+                results.append(await from_parent(child))
         await child.cancel_actor()
+    return results
+
+
+async def test_large_calls_both_ways_with_inline_pings_never_hang(uds_dir: str) -> None:
+    """Parent and child call each other with 3 MB arguments over the same channel, each
+    also pinging the other (an inline endpoint) all along: every call ends. Over Unix
+    sockets, whose kernel buffers are far smaller than a frame (loopback TCP's grow to
+    hold it, which hides the fault)."""
+    rounds = 20
+    results = await both_ways(
+        uds_dir,
+        lambda child: wedge.hammer(child, MB3, rounds),
+        wedge.hammer_parent,
+        30,
+        size=MB3,
+        rounds=rounds,
+    )
+    assert results == [rounds, rounds]
 
 
 async def test_both_ends_flooding_each_other_with_calls_never_hang(uds_dir: str) -> None:
@@ -49,24 +72,10 @@ async def test_both_ends_flooding_each_other_with_calls_never_hang(uds_dir: str)
     bounded per channel on the calling side, below what a reader holds back, so neither
     reader ever stops reading and every call is answered."""
     pings = 20_000
-    async with tractor_reg.open_nursery(
-        name="parent",
-        registry_addrs=[tractor_reg.UDSAddress(uds_dir, "reg.sock")],
-        enable_modules=[WEDGE],
-        enable_transports=["uds"],
-    ) as an:
-        child = await an.start_actor("child", enable_modules=[WEDGE])
-        with trio.fail_after(50):
-            async with trio.open_nursery() as both:
-                results: list[int] = []
-
-                async def from_child() -> None:
-                    results.append(await child.run(wedge.flood_parent, pings=pings))
-
-                both.start_soon(from_child)
-                results.append(await wedge.flood(child, pings))
-            assert results == [pings, pings]
-        await child.cancel_actor()
+    results = await both_ways(
+        uds_dir, lambda child: wedge.flood(child, pings), wedge.flood_parent, 50, pings=pings
+    )
+    assert results == [pings, pings]
 
 
 @pytest.mark.parametrize("delay", [0.0005, 0.002, 0.01])
