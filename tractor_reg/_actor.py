@@ -1076,9 +1076,7 @@ class Actor:
                 await chan.aclose()
 
     def _violation(self, chan: Channel, exc: Exception) -> None:
-        self.peer_warnings.warn(
-            _peer_key(chan), "%r: protocol violation from %r: %s", self, chan, exc
-        )
+        self.peer_warnings.warn(chan.host, "%r: protocol violation from %r: %s", self, chan, exc)
 
     async def _message_loop(self, chan: Channel, calls: trio.Nursery) -> None:
         # The loop is the channel's reader: it never waits for a send to go out (answers
@@ -1112,7 +1110,7 @@ class Actor:
                             await held.wait_taken()
                         if stuck.cancelled_caught:
                             self.peer_warnings.warn(
-                                _peer_key(chan),
+                                chan.host,
                                 "%r: dropping %r: %d calls held back for %gs while it did "
                                 "not read the answers already sent",
                                 self,
@@ -1133,7 +1131,7 @@ class Actor:
             elif isinstance(msg, Error):
                 if msg.cid == 0:
                     self.peer_warnings.warn(
-                        _peer_key(chan),
+                        chan.host,
                         "%r: peer %r reports: %s: %s",
                         self,
                         chan,
@@ -1175,16 +1173,14 @@ class Actor:
             await self._run_inline(chan, msg, calls)
             return
         if len(scopes) >= self.max_calls_per_channel or self._spawned_calls >= self.max_calls:
-            await self._refuse_call(chan, msg, len(scopes), calls)
+            self._refuse_call(chan, msg, len(scopes), calls)
             return
         scope = trio.CancelScope()
         scopes[msg.cid] = scope
         self._spawned_calls += 1
         calls.start_soon(self._run_call, chan, msg, scope)
 
-    async def _refuse_call(
-        self, chan: Channel, call: Call, running: int, calls: trio.Nursery
-    ) -> None:
+    def _refuse_call(self, chan: Channel, call: Call, running: int, calls: trio.Nursery) -> None:
         """Answer a call over the concurrency limits with LimitExceeded (the channel
         stays open; the calls already running go on)."""
         if running >= self.max_calls_per_channel:
@@ -1192,10 +1188,10 @@ class Actor:
         else:
             why = f"{self._spawned_calls} calls already run in this actor (max_calls)"
         self.peer_warnings.warn(
-            _peer_key(chan), "%r: refusing %s.%s from %r: %s", self, call.ns, call.func, chan, why
+            chan.host, "%r: refusing %s.%s from %r: %s", self, call.ns, call.func, chan, why
         )
         reply = self._error_reply(call.cid, LimitExceeded(f"call refused: {why}"))
-        await chan.post(reply, calls)
+        chan.post(reply, calls)
 
     async def _run_call(self, chan: Channel, call: Call, scope: trio.CancelScope) -> None:
         _state.current_channel.set(chan)
@@ -1239,9 +1235,9 @@ class Actor:
         except Exception as exc:  # noqa: BLE001 - boxed and sent to the caller
             reply = self._error_reply(call.cid, exc)
         try:
-            await chan.post(reply, calls)
+            chan.post(reply, calls)
         except (TypeError, msgspec.EncodeError, FrameTooLarge) as exc:
-            await chan.post(self._error_reply(call.cid, exc, "return value not sent: "), calls)
+            chan.post(self._error_reply(call.cid, exc, "return value not sent: "), calls)
 
     async def _send_reply(self, chan: Channel, cid: int, reply: Return | Error) -> None:
         """Send a call's answer; a return value that cannot be encoded goes back as an
@@ -1266,8 +1262,3 @@ class Actor:
 
     def forget_child(self, uuid: str) -> None:
         self._child_waiters.pop(uuid, None)
-
-
-def _peer_key(chan: Channel) -> str:
-    """Who to rate-limit warnings by: the peer's host (see :func:`peer_host`)."""
-    return chan.host

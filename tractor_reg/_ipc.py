@@ -70,7 +70,7 @@ _UDS_BACKLOG_RETRY = (0.001, 0.05)
 #: gives the socket back to that loop.
 _INBOX_LIMIT = 64
 #: Encoded answers the message loop may queue for a peer that does not read them before
-#: the loop stops reading that peer (bytes; one frame is always accepted).
+#: the loop holds further calls back (bytes; one frame is always accepted).
 _OUTBOX_LIMIT = 1024 * 1024
 #: Calls one channel has in flight at once; more wait for a slot on the calling side.
 #: Below the calls a reader holds back (``_actor._HELD_CALLS_MAX``): see ``call``.
@@ -352,7 +352,7 @@ class Channel:
         finally:
             wire.release()
 
-    async def post(self, msg: Msg, nursery: trio.Nursery) -> None:
+    def post(self, msg: Msg, nursery: trio.Nursery) -> None:
         """Send ``msg`` without waiting for the wire: for the message loop's own answers.
 
         On a free plain socket the frame is written at once if the kernel takes it;

@@ -412,7 +412,7 @@ async def open_root_actor(
             actor_uuid = str(uuidlib.uuid4())
             actor_name = name or DEFAULT_ROOT_NAME
             binds = (
-                [wrap_address(a) for a in accept_addrs]
+                list(accept_addrs)  # already wrapped by merge_bind_addrs
                 if accept_addrs
                 else _join_bind_addrs(actor_name, actor_uuid, transports, reg_addrs)
             )
@@ -434,9 +434,7 @@ async def open_root_actor(
         actor_name = name or DEFAULT_ROOT_NAME
         registrar_addrs = list(reg_addrs)
         if accept_addrs:
-            registrar_addrs += [
-                wrap_address(a) for a in accept_addrs if wrap_address(a) not in reg_addrs
-            ]
+            registrar_addrs += [a for a in accept_addrs if a not in reg_addrs]
         entered = False
         try:
             # outermost: the store is closed before a SIGTERM ends the process
